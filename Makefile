@@ -12,6 +12,7 @@ test: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check --quiet .
 	.venv/bin/mypy .
+	bin/warm-test-cache
 	BINDERY_REDIS_PREFIX=test-$$$$ .venv/bin/pytest $(PYTEST_ARGS)
 
 lint:

@@ -53,3 +53,20 @@ def token_client(db: None) -> Any:
         return client
 
     return make
+
+
+@pytest.fixture(scope="session")
+def git_server() -> Iterator[Any]:
+    """A real git smart-HTTP server on 127.0.0.1 (see apps/repos/tests/gitserver.py)."""
+    from apps.repos.tests.gitserver import GitServer
+
+    server = GitServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def git_host(git_server: Any, settings: Any) -> Any:
+    """The git server, with its host:port allowed although it is on loopback."""
+    settings.BINDERY_ALLOWED_GIT_HOSTS = [git_server.host]
+    return git_server

@@ -304,3 +304,54 @@ BINDERY_ENCRYPTION_KEYS = [
     for k in _required_in_production("BINDERY_ENCRYPTION_KEY", _fernet_key).split(",")
     if k.strip()
 ]
+
+# --- Repositories -------------------------------------------------------------------------
+# host[:port] entries that may resolve to loopback/private addresses (tests, on-premises git).
+BINDERY_ALLOWED_GIT_HOSTS = [h.lower() for h in env.list("BINDERY_ALLOWED_GIT_HOSTS", default=[])]
+# Per-provider regular expressions matched against the spec, as BinderHub's banned_specs /
+# allowed_specs: {"gh": ["^evil-org/.*"]}. An empty allow list allows everything.
+BINDERY_BANNED_SPECS: dict[str, list[str]] = env.json("BINDERY_BANNED_SPECS", default={})
+BINDERY_ALLOWED_SPECS: dict[str, list[str]] = env.json("BINDERY_ALLOWED_SPECS", default={})
+# Where the hosted providers live (override for GitHub Enterprise, self-hosted GitLab...).
+BINDERY_PROVIDER_URLS: dict[str, str] = {
+    "gh": "https://github.com",
+    "gist": "https://gist.github.com",
+    "gl": "https://gitlab.com",
+    "zenodo": "https://zenodo.org",
+    "figshare": "https://api.figshare.com/v2",
+    "hydroshare": "https://www.hydroshare.org",
+    "swhid": "https://archive.softwareheritage.org/api/1",
+    "doi": "https://doi.org",
+    **env.json("BINDERY_PROVIDER_URLS", default={}),
+}
+BINDERY_GIT_TIMEOUT = env.int("BINDERY_GIT_TIMEOUT", default=60)
+
+# --- Builds -------------------------------------------------------------------------------
+BINDERY_BUILD_TIMEOUT = env.int("BINDERY_BUILD_TIMEOUT", default=20 * 60)
+BINDERY_ENVS_DIR = Path(env.str("BINDERY_ENVS_DIR", default=str(VAR_DIR / "envs")))
+BINDERY_CHECKOUTS_DIR = Path(env.str("BINDERY_CHECKOUTS_DIR", default=str(VAR_DIR / "checkouts")))
+BINDERY_UV_CACHE_DIR = Path(env.str("BINDERY_UV_CACHE_DIR", default=str(VAR_DIR / "uv-cache")))
+# Package index for builds; offline builds use only what the uv cache holds.
+BINDERY_PACKAGE_INDEX = env.str("BINDERY_PACKAGE_INDEX", default="")
+BINDERY_UV_OFFLINE = env.bool("BINDERY_UV_OFFLINE", default=False)
+# Size budget for `manage.py prune_builds` (bytes; suffixes K, M, G accepted).
+BINDERY_BUILD_DISK_BUDGET = env.str("BINDERY_BUILD_DISK_BUDGET", default="20G")
+# auto: bubblewrap when installed; bwrap: required; none: no sandbox.
+BINDERY_SANDBOX = env.str("BINDERY_SANDBOX", default="auto")
+
+# --- Sessions and the hub -----------------------------------------------------------------
+BINDERY_HUB_DIR = Path(env.str("BINDERY_HUB_DIR", default=str(VAR_DIR / "hub")))
+BINDERY_HUB_BIND = env.str("BINDERY_HUB_BIND", default="127.0.0.1:8001")  # the proxy
+BINDERY_HUB_API_BIND = env.str("BINDERY_HUB_API_BIND", default="127.0.0.1:8081")  # the hub
+BINDERY_HUB_URL = env.str("BINDERY_HUB_URL", default=f"http://{BINDERY_HUB_BIND}").rstrip("/")
+BINDERY_HUB_API_URL = env.str(
+    "BINDERY_HUB_API_URL", default=f"http://{BINDERY_HUB_API_BIND}/hub/api"
+).rstrip("/")
+BINDERY_HUB_TOKEN = _required_in_production("BINDERY_HUB_TOKEN", lambda: secrets.token_hex(32))
+BINDERY_SESSIONS_DIR = Path(env.str("BINDERY_SESSIONS_DIR", default=str(VAR_DIR / "sessions")))
+BINDERY_VOLUMES_DIR = Path(env.str("BINDERY_VOLUMES_DIR", default=str(VAR_DIR / "volumes")))
+BINDERY_IDLE_TIMEOUT = env.int("BINDERY_IDLE_TIMEOUT", default=30 * 60)
+BINDERY_MAX_AGE = env.int("BINDERY_MAX_AGE", default=8 * 3600)
+BINDERY_ANONYMOUS_LAUNCH = env.bool("BINDERY_ANONYMOUS_LAUNCH", default=False)
+BINDERY_SESSION_MEMORY = env.str("BINDERY_SESSION_MEMORY", default="2G")
+BINDERY_SESSION_PROCESSES = env.int("BINDERY_SESSION_PROCESSES", default=256)
