@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 from apps.repos.types import GitCredential, ResolvedRepo
@@ -70,8 +69,3 @@ def get_builder() -> Builder:
     builder: Callable[[], Builder] = import_string(path)
     return builder()
 
-
-def env_root() -> Path:
-    from django.conf import settings
-
-    return Path(settings.BINDERY_BUILD_DIR)

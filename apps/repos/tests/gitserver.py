@@ -11,7 +11,7 @@ import os
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from socketserver import ThreadingMixIn
@@ -156,7 +156,7 @@ class GitServer:
     def commit(
         self,
         repo: Repo,
-        files: dict[str, str | bytes | None],
+        files: Mapping[str, str | bytes | None],
         *,
         message: str = "change",
         executable: Iterable[str] = (),
