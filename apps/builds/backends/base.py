@@ -68,4 +68,3 @@ def get_builder() -> Builder:
     }.get(settings.BINDERY_BACKEND, settings.BINDERY_BACKEND)
     builder: Callable[[], Builder] = import_string(path)
     return builder()
-
