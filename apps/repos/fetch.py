@@ -59,7 +59,6 @@ def _fetch_git(
     if not _SHA.match(repo.resolved_ref):
         raise BackendError("A git source must be pinned to a commit.", code="REF_NOT_RESOLVED")
     credential = credential_for_host(credentials, repo.host)
-    common = {"credential": credential, "cancel": cancel, "timeout": timeout}
     run_git(["init", "-q", "--", str(dest)], timeout=30)
     run_git(["-C", str(dest), "remote", "add", "origin", "--", repo.repo_url], timeout=30)
     log(f"Fetching {repo.display_name} at {repo.resolved_ref[:12]}")
@@ -68,7 +67,7 @@ def _fetch_git(
         run_git(
             ["-C", str(dest), "fetch", "--depth=1", "--progress", "origin", "--",
              repo.resolved_ref],
-            on_line=log, **common,
+            on_line=log, credential=credential, cancel=cancel, timeout=timeout,
         )  # fmt: skip
     except BackendError as exc:
         if exc.code != "GIT_FAILED":
@@ -77,6 +76,6 @@ def _fetch_git(
         everything = "+refs/*:refs/remotes/origin/*"
         run_git(
             ["-C", str(dest), "fetch", "--progress", "origin", "--", everything],
-            on_line=log, **common,
+            on_line=log, credential=credential, cancel=cancel, timeout=timeout,
         )  # fmt: skip
     run_git(["-C", str(dest), "checkout", "-q", "--detach", repo.resolved_ref], timeout=120)
