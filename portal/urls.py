@@ -9,6 +9,7 @@ from portal import health, views
 api_v1 = [
     path("", include("apps.accounts.api.urls")),
     path("", include("apps.teams.api.urls")),
+    path("", include("apps.repos.api.urls")),
 ]
 
 urlpatterns = [

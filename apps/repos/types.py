@@ -49,6 +49,14 @@ class ResolvedRepo:
     display_name: str  # "org/repo", "zenodo 10.5281/zenodo.123"...
     files: tuple[RecordFile, ...] = ()  # record providers only
     archive_url: str = ""  # swhid and archive-style records
+    # The stored credential (repos.Credential id) that could read a private repository;
+    # None for a public one. Builds of a private repo are visible only to people who may use
+    # this credential (repos.selectors.can_use_credential).
+    credential_id: int | None = None
+
+    @property
+    def is_private(self) -> bool:
+        return self.credential_id is not None
 
     @property
     def slug(self) -> str:
