@@ -2,4 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-websocket_urlpatterns: list[Any] = []
+from apps.builds.routing import websocket_urlpatterns as build_patterns
+from apps.sessions.routing import websocket_urlpatterns as launch_patterns
+
+websocket_urlpatterns: list[Any] = [*build_patterns, *launch_patterns]

@@ -7,7 +7,9 @@ database must be given and the HTTPS hardening is on.
 
 from __future__ import annotations
 
+import os
 import secrets
+import sys
 from pathlib import Path
 
 import environ
@@ -19,7 +21,14 @@ if (BASE_DIR / ".env").is_file():
     environ.Env.read_env(BASE_DIR / ".env")
 
 PRODUCTION = env.str("BINDERY_ENV", default="development") == "production"
-VAR_DIR = Path(env.str("BINDERY_VAR_DIR", default=str(BASE_DIR / "var"))).resolve()
+
+
+def _path(name: str, default: Path) -> Path:
+    """A directory setting; relative paths are relative to the project root."""
+    return (BASE_DIR / env.str(name, default=str(default))).resolve()
+
+
+VAR_DIR = _path("BINDERY_VAR_DIR", BASE_DIR / "var")
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
@@ -117,7 +126,11 @@ TEMPLATES = [
 ]
 
 # --- Database -----------------------------------------------------------------------------
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'bindery.sqlite3'}")}
+DATABASES = {
+    "default": environ.Env.db_url_config(
+        env.str("DATABASE_URL", default="") or f"sqlite:///{VAR_DIR / 'bindery.sqlite3'}"
+    )
+}
 if PRODUCTION and not env.str("DATABASE_URL", default=""):
     raise ImproperlyConfigured("DATABASE_URL must be set when BINDERY_ENV=production")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -127,13 +140,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
+    # Tests use a file too (not :memory:), so threads and processes share it with locking
+    # that waits, as web, worker and beat do.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 else:
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 # --- Redis: broker, channel layer, cache -------------------------------------------------
 REDIS_EMBEDDED = not env.str("REDIS_URL", default="")
-REDIS_SOCKET = VAR_DIR / "redis" / "redis.sock"
+# Each test run gets its own embedded server, so parallel runs never stop each other's.
+TESTING = "pytest" in sys.modules
+REDIS_SOCKET = VAR_DIR / "redis" / (f"test-{os.getpid()}.sock" if TESTING else "redis.sock")
 REDIS_URL = env.str("REDIS_URL", default="") or f"unix://{REDIS_SOCKET}"
 if PRODUCTION and REDIS_EMBEDDED:
     raise ImproperlyConfigured("REDIS_URL must be set when BINDERY_ENV=production")
@@ -168,7 +186,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "reap-stale-builds": {"task": "apps.builds.tasks.reap_stale_builds", "schedule": 60.0},
+    "reconcile-sessions": {"task": "apps.sessions.tasks.reconcile_sessions", "schedule": 60.0},
+    "cull-sessions": {"task": "apps.sessions.tasks.cull_sessions", "schedule": 60.0},
+}
 CELERY_TIMEZONE = "UTC"
 
 # --- Accounts (django-allauth) ------------------------------------------------------------
@@ -328,9 +350,9 @@ BINDERY_GIT_TIMEOUT = env.int("BINDERY_GIT_TIMEOUT", default=60)
 
 # --- Builds -------------------------------------------------------------------------------
 BINDERY_BUILD_TIMEOUT = env.int("BINDERY_BUILD_TIMEOUT", default=20 * 60)
-BINDERY_ENVS_DIR = Path(env.str("BINDERY_ENVS_DIR", default=str(VAR_DIR / "envs")))
-BINDERY_CHECKOUTS_DIR = Path(env.str("BINDERY_CHECKOUTS_DIR", default=str(VAR_DIR / "checkouts")))
-BINDERY_UV_CACHE_DIR = Path(env.str("BINDERY_UV_CACHE_DIR", default=str(VAR_DIR / "uv-cache")))
+BINDERY_ENVS_DIR = _path("BINDERY_ENVS_DIR", VAR_DIR / "envs")
+BINDERY_CHECKOUTS_DIR = _path("BINDERY_CHECKOUTS_DIR", VAR_DIR / "checkouts")
+BINDERY_UV_CACHE_DIR = _path("BINDERY_UV_CACHE_DIR", VAR_DIR / "uv-cache")
 # Package index for builds; offline builds use only what the uv cache holds.
 BINDERY_PACKAGE_INDEX = env.str("BINDERY_PACKAGE_INDEX", default="")
 BINDERY_UV_OFFLINE = env.bool("BINDERY_UV_OFFLINE", default=False)
@@ -340,18 +362,30 @@ BINDERY_BUILD_DISK_BUDGET = env.str("BINDERY_BUILD_DISK_BUDGET", default="20G")
 BINDERY_SANDBOX = env.str("BINDERY_SANDBOX", default="auto")
 
 # --- Sessions and the hub -----------------------------------------------------------------
-BINDERY_HUB_DIR = Path(env.str("BINDERY_HUB_DIR", default=str(VAR_DIR / "hub")))
+BINDERY_HUB_DIR = _path("BINDERY_HUB_DIR", VAR_DIR / "hub")
 BINDERY_HUB_BIND = env.str("BINDERY_HUB_BIND", default="127.0.0.1:8001")  # the proxy
 BINDERY_HUB_API_BIND = env.str("BINDERY_HUB_API_BIND", default="127.0.0.1:8081")  # the hub
+# The proxy's own REST API (the hub talks to it); default: the public port + 1.
+BINDERY_HUB_PROXY_API_BIND = env.str("BINDERY_HUB_PROXY_API_BIND", default="")
 BINDERY_HUB_URL = env.str("BINDERY_HUB_URL", default=f"http://{BINDERY_HUB_BIND}").rstrip("/")
 BINDERY_HUB_API_URL = env.str(
     "BINDERY_HUB_API_URL", default=f"http://{BINDERY_HUB_API_BIND}/hub/api"
 ).rstrip("/")
 BINDERY_HUB_TOKEN = _required_in_production("BINDERY_HUB_TOKEN", lambda: secrets.token_hex(32))
-BINDERY_SESSIONS_DIR = Path(env.str("BINDERY_SESSIONS_DIR", default=str(VAR_DIR / "sessions")))
-BINDERY_VOLUMES_DIR = Path(env.str("BINDERY_VOLUMES_DIR", default=str(VAR_DIR / "volumes")))
+BINDERY_SESSIONS_DIR = _path("BINDERY_SESSIONS_DIR", VAR_DIR / "sessions")
+BINDERY_VOLUMES_DIR = _path("BINDERY_VOLUMES_DIR", VAR_DIR / "volumes")
 BINDERY_IDLE_TIMEOUT = env.int("BINDERY_IDLE_TIMEOUT", default=30 * 60)
 BINDERY_MAX_AGE = env.int("BINDERY_MAX_AGE", default=8 * 3600)
 BINDERY_ANONYMOUS_LAUNCH = env.bool("BINDERY_ANONYMOUS_LAUNCH", default=False)
 BINDERY_SESSION_MEMORY = env.str("BINDERY_SESSION_MEMORY", default="2G")
 BINDERY_SESSION_PROCESSES = env.int("BINDERY_SESSION_PROCESSES", default=256)
+BINDERY_MAX_SESSIONS_PER_USER = env.int("BINDERY_MAX_SESSIONS_PER_USER", default=3)
+BINDERY_MAX_SESSIONS_ANONYMOUS = env.int("BINDERY_MAX_SESSIONS_ANONYMOUS", default=1)
+# Outside HTTP calls (record providers): timeout per request, and the most a record may weigh.
+BINDERY_HTTP_TIMEOUT = env.int("BINDERY_HTTP_TIMEOUT", default=30)
+BINDERY_RECORD_MAX_BYTES = env.int("BINDERY_RECORD_MAX_BYTES", default=2 * 1024**3)
+BINDERY_SWH_POLL_INTERVAL = env.float("BINDERY_SWH_POLL_INTERVAL", default=5.0)
+# The interpreter builds use when runtime.txt names none (default: the portal's own), and
+# the uv binary (default: the one installed with the portal).
+BINDERY_BUILD_PYTHON = env.str("BINDERY_BUILD_PYTHON", default="")
+BINDERY_UV_BIN = env.str("BINDERY_UV_BIN", default="")

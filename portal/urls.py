@@ -4,12 +4,16 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from apps.sessions import mybinder
+from apps.sessions import views as sessions_views
 from portal import health, views
 
 api_v1 = [
     path("", include("apps.accounts.api.urls")),
     path("", include("apps.teams.api.urls")),
     path("", include("apps.repos.api.urls")),
+    path("", include("apps.builds.api.urls")),
+    path("", include("apps.sessions.api.urls")),
 ]
 
 urlpatterns = [
@@ -18,6 +22,17 @@ urlpatterns = [
     path("accounts/", include("allauth.urls")),
     path("account/", include("apps.accounts.urls")),
     path("teams/", include("apps.teams.urls")),
+    path("builds/", include("apps.builds.urls")),
+    path("sessions/", include("apps.sessions.urls")),
+    path("volumes/", sessions_views.volumes, name="volumes"),
+    path("volumes/<int:volume_id>/delete/", sessions_views.volume_delete, name="volume-delete"),
+    path("launch-link", sessions_views.launch_link, name="launch-link"),
+    # mybinder.org-compatible surface
+    path("v2/<str:provider>/<path:spec>", sessions_views.launch_page, name="launch"),
+    path("build/<str:provider>/<path:spec>", mybinder.build_stream, name="build-stream"),
+    path("badge_logo.svg", views.badge, {"logo": True}, name="badge-logo"),
+    path("badge.svg", views.badge, {"logo": False}, name="badge"),
+    path("versions", views.versions, name="versions"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

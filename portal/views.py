@@ -1,11 +1,35 @@
 from __future__ import annotations
 
+from importlib.metadata import version
+
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.views.decorators.cache import cache_control
+
+BINDERY_VERSION = "0.1.0"
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "home.html")
+    return render(request, "home.html", {"anonymous_launch": settings.BINDERY_ANONYMOUS_LAUNCH})
+
+
+@cache_control(max_age=86400, public=True)
+def badge(request: HttpRequest, logo: bool) -> HttpResponse:
+    """The "launch binder" badges existing READMEs point at (/badge_logo.svg, /badge.svg)."""
+    return render(request, "badges/badge.svg", {"logo": logo}, content_type="image/svg+xml")
+
+
+def versions(request: HttpRequest) -> JsonResponse:
+    """As mybinder's /versions: what builds and serves environments here."""
+    from apps.builds.backends.base import builder_version
+
+    return JsonResponse({
+        "binderhub": f"bindery-{BINDERY_VERSION}",
+        "builder": builder_version(),
+        "jupyterhub": version("jupyterhub"),
+        "backend": settings.BINDERY_BACKEND,
+    })  # fmt: skip
 
 
 def _wants_json(request: HttpRequest) -> bool:

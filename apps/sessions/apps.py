@@ -8,3 +8,10 @@ class SessionsConfig(AppConfig):
     label = "launches"  # Django's own "sessions" label is taken
     verbose_name = "Sessions"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from apps.sessions import receivers  # noqa: F401  (connects build_finished)
+        from apps.sessions.hub import HubClient
+        from portal.health import register_check
+
+        register_check("hub", lambda: HubClient().health())

@@ -33,6 +33,7 @@ PRODUCTION = {
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "ALLOWED_HOSTS": "bindery.example.org",
     "BINDERY_ENCRYPTION_KEY": "Tz0GJmDmPpA-9gYq8AxOvQ4x2bHqS2V8CSd8Yd4u8eE=",
+    "BINDERY_HUB_TOKEN": "h" * 64,
 }
 
 

@@ -58,6 +58,10 @@ class Builder(Protocol):
         """Whether the environment of an earlier result is still there (not pruned)."""
         ...
 
+    def mark_used(self, result: BuildResult) -> None:
+        """Record that a session starts from ``result`` now (least-recently-used pruning)."""
+        ...
+
 
 def get_builder() -> Builder:
     from django.conf import settings
@@ -68,3 +72,14 @@ def get_builder() -> Builder:
     }.get(settings.BINDERY_BACKEND, settings.BINDERY_BACKEND)
     builder: Callable[[], Builder] = import_string(path)
     return builder()
+
+
+def builder_version() -> str:
+    """A label for /versions: the backend and its version."""
+    from django.conf import settings
+
+    if settings.BINDERY_BACKEND == "local":
+        from apps.builds.backends import local
+
+        return f"bindery-local:{getattr(local, 'BUILDER_VERSION', 'unknown')}"
+    return str(settings.BINDERY_BACKEND)

@@ -1,0 +1,986 @@
+"""The local builder: a git checkout and a uv virtualenv on this machine.
+
+``LocalBuilder.build`` does, in order:
+
+1. **Reuse a complete checkout** of the same repository and commit when its environment
+   is still ready: nothing is fetched or installed.
+2. **Fetch** the commit into a temporary directory (``apps.repos.fetch.fetch``).
+3. **Plan**: read the repo2docker configuration (``config.read_plan``) and choose the
+   interpreter (``runtime.txt`` & co. are honoured when that Python is on this machine and
+   new enough for the Jupyter packages, otherwise the default one with a warning).
+4. **Key** the environment: a hash of the files that shape it (requirements, Pipfile,
+   environment.yml, runtime.txt, postBuild...), the Python version, the base packages
+   and ``BUILDER_VERSION``, not the commit. When the repository itself is installed
+   (setup.py, pyproject.toml, ``-e .``) every file of the commit but notebooks counts,
+   since its code is copied into the environment. A build that used a credential is
+   also keyed by its repository, so a private repository's environment (and its
+   postBuild output) is never handed to another repository.
+5. Under an flock on the key: **reuse** the ready environment, or **build** it: ``uv
+   venv``, one ``uv pip install --compile-bytecode`` of the repository's requirements
+   plus the base packages it does not name itself, then postBuild in the checkout with
+   the environment active, sandboxed by bubblewrap when available.
+6. **Publish** the checkout (atomic rename) and mark both as used.
+
+postBuild output and later commits: postBuild runs once per environment, in the checkout
+of the commit that built it. What it wrote, changed or deleted in that checkout (``git
+status``, ignored files included) is recorded in the environment (``.bindery/overlay``)
+and replayed onto the checkout of every later commit that reuses the environment: added
+files are copied when the new commit has no file of that name, changes and deletions of
+tracked files are applied when the new commit still has the file as postBuild found it.
+Otherwise the commit's own file wins and the build carries a warning naming it.
+
+``rfc3987-syntax`` is removed from every environment unless the repository asks for it:
+jsonschema imports it only to check the "iri" formats and does without it, and its import
+costs about 1.7 s at every server start (FIELD-NOTES).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import queue
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from apps.builds.backends import store
+from apps.builds.backends.base import BuildRequest, BuildResult, LogSink
+from apps.builds.backends.config import BuildPlan, read_plan
+from apps.repos.fetch import fetch
+from apps.repos.git import run_git
+from portal.errors import BackendError
+
+BUILDER_VERSION = "1"
+BASE_REQUIREMENTS_FILE = Path(__file__).with_name("base-requirements.txt")
+# jupyterhub 6.1.1 (base-requirements.txt) requires Python >= 3.10.
+MIN_PYTHON = (3, 10)
+# Removed after install unless the repository names them (see the module docstring).
+DROPPED_PACKAGES = ("rfc3987-syntax",)
+_PASSED_ENV = (
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
+    "http_proxy", "https_proxy", "no_proxy", "all_proxy",
+)  # fmt: skip
+_PROGRESS = re.compile(r"\b\d{1,3}% \(\d+/\d+\)")
+_SANDBOX_TMP = "/tmp"  # noqa: S108 - a private tmpfs inside the sandbox
+_TRANSIENT = (
+    "Failed to fetch", "Could not connect", "timed out", "dns error", "Connection reset",
+    "error sending request", "Temporary failure", "503 Service", "502 Bad Gateway",
+)  # fmt: skip
+
+
+def read_base_requirements(path: Path = BASE_REQUIREMENTS_FILE) -> tuple[str, ...]:
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return tuple(line for line in lines if line)
+
+
+# --- interpreters ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    path: str
+    version: str  # "3.11.7"
+    prefix: str  # its installation (sys.base_prefix), bound read-only into the sandbox
+
+    @property
+    def minor(self) -> str:
+        return ".".join(self.version.split(".")[:2])
+
+
+@lru_cache(maxsize=32)
+def _probe(path: str) -> Interpreter | None:
+    try:
+        out = subprocess.run(
+            [path, "-I", "-c", "import platform, sys; print(platform.python_version()); "
+             "print(sys.base_prefix)"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout.split("\n")  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Interpreter(path=path, version=out[0].strip(), prefix=os.path.realpath(out[1]))
+
+
+def default_interpreter() -> Interpreter:
+    """``settings.BINDERY_BUILD_PYTHON`` if set, else the interpreter the portal runs on."""
+    configured = getattr(settings, "BINDERY_BUILD_PYTHON", "")
+    candidate = configured or os.path.join(
+        sys.base_prefix, "bin", f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    )
+    found = _probe(candidate) or _probe(sys.executable)
+    if found is None:
+        raise BackendError(
+            f"The build interpreter {candidate} does not run.", code="BUILD_PYTHON_MISSING"
+        )
+    return found
+
+
+def find_interpreter(version: str) -> Interpreter | None:
+    """An installed CPython ``version`` ("X.Y"), found by uv without downloading anything.
+
+    pyenv's shims make uv's discovery fail outright for versions pyenv has not activated,
+    so shim directories are left out of the search path and pyenv's installations are
+    searched directly instead.
+    """
+    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d and "shims" not in d]
+    pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    if pyenv.is_dir():
+        dirs += sorted((str(p / "bin") for p in pyenv.iterdir()), reverse=True)
+    try:
+        out = subprocess.run(
+            [uv_binary(), "python", "find", "--system", "--no-project", "--no-config", version],
+            capture_output=True, text=True, timeout=30, cwd="/",
+            env={"PATH": os.pathsep.join(dirs), "UV_PYTHON_DOWNLOADS": "never",
+                 "HOME": tempfile.gettempdir()},
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    found = _probe(out.stdout.strip())
+    return found if found is not None and found.minor == version else None
+
+
+def choose_interpreter(plan: BuildPlan) -> tuple[Interpreter, list[str]]:
+    """The interpreter for ``plan`` and the warnings to show when it is not the one asked."""
+    default = default_interpreter()
+    wanted = plan.python_version
+    if not wanted or wanted == default.minor:
+        return default, []
+    asked = f"Python {wanted} (asked for by {plan.python_source})"
+    if tuple(int(p) for p in wanted.split(".")) < MIN_PYTHON:
+        oldest = ".".join(map(str, MIN_PYTHON))
+        return default, [
+            f"{asked} is older than {oldest}, the oldest the Jupyter server packages "
+            f"support; using Python {default.version} instead."
+        ]
+    found = find_interpreter(wanted)
+    if found is None:
+        return default, [
+            f"{asked} is not installed on this machine; using Python {default.version} instead."
+        ]
+    return found, []
+
+
+def uv_binary() -> str:
+    configured = getattr(settings, "BINDERY_UV_BIN", "")
+    if configured:
+        return str(configured)
+    try:
+        from uv import find_uv_bin
+
+        return str(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        found = shutil.which("uv")
+        if found is None:
+            raise BackendError("uv is not installed.", code="UV_MISSING") from None
+        return found
+
+
+def sandbox_mode() -> str:
+    """ "bwrap" or "none", from settings.BINDERY_SANDBOX (auto | bwrap | none)."""
+    wanted = str(getattr(settings, "BINDERY_SANDBOX", "auto")).lower()
+    if wanted == "none":
+        return "none"
+    if _bwrap_works():
+        return "bwrap"
+    if wanted == "bwrap":
+        raise BackendError(
+            "BINDERY_SANDBOX is bwrap but bubblewrap is not installed here or cannot create "
+            "namespaces on this machine.",
+            permanent=False,
+            code="SANDBOX_UNAVAILABLE",
+        )
+    return "none"
+
+
+@lru_cache(maxsize=1)
+def _bwrap_works() -> bool:
+    """bubblewrap is installed and allowed to create its namespaces here."""
+    if shutil.which("bwrap") is None:
+        return False
+    try:
+        probe = ["bwrap", "--unshare-all", "--ro-bind", "/", "/", "--dev", "/dev", "true"]
+        return subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+# --- one build's clock, log and subprocesses -------------------------------------------------
+
+
+class _Job:
+    def __init__(self, request: BuildRequest, log: LogSink) -> None:
+        self.request = request
+        self.log = log
+        self.cancel = request.cancel
+        self.timeout = request.timeout
+        self.started = time.monotonic()
+        self.deadline = self.started + request.timeout
+        self.durations: dict[str, float] = {}
+        self.warnings: list[str] = []
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def check(self) -> None:
+        if self.cancel.is_set():
+            raise BackendError("The build was cancelled.", code="BUILD_CANCELLED")
+        if time.monotonic() >= self.deadline:
+            raise BackendError(
+                f"The build took longer than {self.timeout:g} s and was stopped.",
+                code="BUILD_TIMEOUT",
+            )
+
+    def say(self, line: str, *, phase: str = "building", stream: str = "stdout") -> None:
+        self.log(line, phase=phase, stream=stream)
+
+    def warn(self, text: str) -> None:
+        if text not in self.warnings:
+            self.warnings.append(text)
+            self.say(f"Warning: {text}", stream="stderr")
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.durations[name] = round(
+                self.durations.get(name, 0.0) + time.monotonic() - start, 3
+            )
+
+    def run(
+        self, argv: Sequence[str], *, cwd: Path, env: dict[str, str], phase: str = "building"
+    ) -> tuple[int, list[str]]:
+        """Run ``argv`` in its own process group, streaming every line to the log.
+
+        Returns (exit status, last lines). On cancel or timeout the whole process group is
+        killed and BUILD_CANCELLED / BUILD_TIMEOUT raised.
+        """
+        self.check()
+        proc = subprocess.Popen(
+            list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+        lines: queue.Queue[tuple[str, bytes | None]] = queue.Queue()
+
+        def pump(stream: Any, name: str) -> None:
+            for raw in iter(stream.readline, b""):
+                lines.put((name, raw))
+            lines.put((name, None))
+
+        for stream, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr")):
+            threading.Thread(target=pump, args=(stream, name), daemon=True).start()
+        tail: deque[str] = deque(maxlen=40)
+        open_streams, exited_at = 2, 0.0
+        try:
+            while open_streams:
+                try:
+                    name, raw = lines.get(timeout=0.1)
+                except queue.Empty:
+                    self.check()
+                    if not exited_at and proc.poll() is not None:
+                        exited_at = time.monotonic()
+                        _kill_group(proc)  # leftovers holding the pipes open
+                    elif exited_at and time.monotonic() - exited_at > 5:
+                        break  # something escaped the group and kept the pipes: stop reading
+                    continue
+                if raw is None:
+                    open_streams -= 1
+                    continue
+                for part in raw.decode(errors="replace").replace("\r", "\n").splitlines():
+                    if part.strip():
+                        tail.append(part)
+                        self.say(part, phase=phase, stream=name)
+            while True:
+                try:
+                    proc.wait(timeout=0.1)
+                    break
+                except subprocess.TimeoutExpired:
+                    self.check()
+        except BaseException:
+            _kill_group(proc)
+            proc.wait()
+            raise
+        _kill_group(proc)
+        return proc.returncode, list(tail)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+# --- the builder -----------------------------------------------------------------------------
+
+
+class LocalBuilder:
+    """Builds environments on this machine with uv. See the module docstring."""
+
+    def __init__(self, base_requirements: Sequence[str] | None = None) -> None:
+        self.base_requirements = (
+            tuple(base_requirements) if base_requirements is not None else read_base_requirements()
+        )
+
+    # -- the Builder protocol ------------------------------------------------------------
+
+    def build(self, request: BuildRequest, log: LogSink) -> BuildResult:
+        """Build (or reuse) the environment for ``request``.
+
+        Returns a BuildResult with every field set. Raises BackendError: the codes of
+        ``config.read_plan`` and ``apps.repos.fetch.fetch``, BUILD_TIMEOUT,
+        BUILD_CANCELLED, INSTALL_FAILED (transient when the index could not be reached),
+        ENVIRONMENT_FAILED, POSTBUILD_FAILED, SANDBOX_UNAVAILABLE (transient). Safe to
+        call twice: the second call reuses what the first made; calls for the same
+        environment key at once produce one environment.
+        """
+        job = _Job(request, log)
+        repo = request.repo
+        checkout = store.checkouts_dir() / repo.slug / repo.resolved_ref
+        scope = self._scope(request)
+        job.check()
+
+        reused = self._reuse_checkout(job, checkout, scope)
+        if reused is not None:
+            return reused
+
+        tmp = checkout.with_name(f".tmp-{repo.resolved_ref[:12]}-{secrets.token_hex(4)}")
+        try:
+            with job.timed("fetch"):
+                self._fetch(job, tmp)
+            with job.timed("plan"):
+                job.say("Reading the repository's configuration")
+                plan = read_plan(tmp)
+                interpreter, notes = choose_interpreter(plan)
+                key = self.environment_key(plan, tmp, interpreter, scope)
+            self._describe(job, plan, interpreter, key)
+            for note in (*plan.warnings, *notes):
+                job.warn(note)
+            record, built = self._environment(job, key, plan, interpreter, tmp)
+            with job.timed("checkout"):
+                checkout_path = self._publish(job, tmp, checkout, key, plan)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return self._finish(job, key, record, checkout_path, plan, reused=not built)
+
+    def mark_used(self, result: BuildResult) -> None:
+        from apps.builds.backends.disk import mark_used
+
+        mark_used(result)
+
+    def environment_exists(self, result: BuildResult) -> bool:
+        """Whether the result's environment is still ready and its checkout still there."""
+        env = Path(result.environment_path)
+        checkout = Path(result.checkout_path)
+        return (
+            store.read_json(env.with_name(f"{env.name}.json")) is not None
+            and (env / "pyvenv.cfg").is_file()
+            and checkout.is_dir()
+            and store.checkout_record_path(checkout).is_file()
+        )
+
+    # -- keys ----------------------------------------------------------------------------
+
+    def base_lines(self, plan: BuildPlan) -> list[str]:
+        """The base packages to add: those the repository does not name itself."""
+        lines = []
+        for line in self.base_requirements:
+            try:
+                name: str = canonicalize_name(Requirement(line).name)
+            except InvalidRequirement:
+                name = ""
+            if name not in plan.requirement_names:
+                lines.append(line)
+        return lines
+
+    def environment_key(
+        self, plan: BuildPlan, checkout: Path, interpreter: Interpreter, scope: str = ""
+    ) -> str:
+        """The environment's key: a hash of everything that shapes it, not the commit."""
+        files = {}
+        for rel in plan.dependency_files:
+            path = checkout / rel
+            files[rel] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+        material = {
+            "builder": BUILDER_VERSION,
+            "python": interpreter.version,
+            "base": self.base_lines(plan),
+            "index": settings.BINDERY_PACKAGE_INDEX,
+            "requirements": plan.requirements,
+            "conda": plan.conda_packages,
+            "files": files,
+            "tree": _tree_digest(checkout) if plan.installs_repository else "",
+            "scope": scope,
+        }
+        blob = json.dumps(material, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:32]
+
+    @staticmethod
+    def _scope(request: BuildRequest) -> str:
+        used = getattr(request.repo, "is_private", False) or any(
+            c.host == request.repo.host for c in request.credentials
+        )
+        return f"{request.repo.provider}:{request.repo.repo_url}" if used else ""
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _reuse_checkout(self, job: _Job, checkout: Path, scope: str) -> BuildResult | None:
+        """A result from a complete checkout of this commit whose environment is ready."""
+        record = store.read_json(store.checkout_record_path(checkout))
+        if record is None or not checkout.is_dir():
+            return None
+        try:
+            plan = read_plan(checkout)
+            interpreter, _ = choose_interpreter(plan)
+            key = self.environment_key(plan, checkout, interpreter, scope)
+        except (BackendError, OSError):
+            return None
+        if key != record.get("environment_key"):
+            return None
+        with store.flock(store.env_lock_path(key), cancel=job.cancel, check=job.check):
+            env_record = store.env_record(key)
+            if env_record is None:
+                return None
+            job.say(
+                f"Reusing the checkout of {job.request.repo.resolved_ref[:12]}", phase="fetching"
+            )
+            store.touch(store.checkout_record_path(checkout))
+            store.touch(store.env_record_path(key))
+        for note in record.get("warnings", []):
+            job.warn(note)
+        return self._finish(job, key, env_record, checkout, plan, reused=True)
+
+    def _fetch(self, job: _Job, dest: Path) -> None:
+        """``fetch`` in a thread, its lines logged from this one (log sinks need not be
+        thread-safe), its timeout the build's."""
+        request = job.request
+        lines: queue.Queue[str] = queue.Queue()
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                fetch(
+                    request.repo, dest, credentials=request.credentials, log=lines.put,
+                    timeout=max(1.0, job.remaining()), cancel=job.cancel,
+                )  # fmt: skip
+            except BaseException as exc:
+                failure.append(exc)
+
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        while worker.is_alive() or not lines.empty():
+            with suppress(queue.Empty):
+                line = lines.get(timeout=0.1)
+                # git's progress counters update in place; keep each counter's last state
+                if not _PROGRESS.search(line) or line.rstrip().endswith("done."):
+                    job.say(line, phase="fetching")
+        if failure:
+            exc = failure[0]
+            if isinstance(exc, BackendError) and exc.code == "GIT_TIMEOUT":
+                job.check()
+            raise exc
+        job.check()
+
+    def _describe(self, job: _Job, plan: BuildPlan, interpreter: Interpreter, key: str) -> None:
+        where = f"{plan.config_dir}/" if plan.config_dir else "the repository root"
+        files = ", ".join(plan.config_files) or "none (only the base packages)"
+        job.say(f"Configuration from {where}: {files}")
+        job.say(f"Python {interpreter.version} ({interpreter.path})")
+        job.say(f"Environment key {key}")
+
+    def _environment(
+        self, job: _Job, key: str, plan: BuildPlan, interpreter: Interpreter, checkout: Path
+    ) -> tuple[dict[str, Any], bool]:
+        """(record, built): reuse the ready environment ``key`` or build it, under its lock."""
+        lock_started = time.monotonic()
+
+        def waiting() -> None:
+            job.say("Waiting for another build of the same environment to finish")
+
+        with store.flock(
+            store.env_lock_path(key), cancel=job.cancel, check=job.check, on_wait=waiting
+        ):
+            job.durations["lock_wait"] = round(time.monotonic() - lock_started, 3)
+            record = store.env_record(key)
+            if record is not None:
+                job.say("The environment is ready: reusing it, nothing to install")
+                with job.timed("reuse"):
+                    self._apply_overlay(job, key, record, checkout)
+                store.touch(store.env_record_path(key))
+                return record, False
+            env = store.env_path(key)
+            try:
+                record = self._build_environment(job, key, env, plan, interpreter, checkout)
+            except BaseException:
+                store.env_record_path(key).unlink(missing_ok=True)
+                shutil.rmtree(env, ignore_errors=True)
+                raise
+            return record, True
+
+    def _build_environment(
+        self,
+        job: _Job,
+        key: str,
+        env: Path,
+        plan: BuildPlan,
+        interpreter: Interpreter,
+        checkout: Path,
+    ) -> dict[str, Any]:
+        if env.exists():
+            job.say("Removing an unfinished environment left by an interrupted build")
+            shutil.rmtree(env)
+        uv_env = self._uv_env()
+        with tempfile.TemporaryDirectory(prefix="bindery-uv-home-") as home:
+            uv_env["HOME"] = home
+            with job.timed("venv"):
+                self._uv(job, ["venv", "--no-project", "--python", interpreter.path, str(env)],
+                         uv_env, checkout, "ENVIRONMENT_FAILED")  # fmt: skip
+            meta = env / ".bindery"
+            meta.mkdir()
+            skipped: list[str] = []
+            if plan.conda_packages:
+                with job.timed("conda_check"):
+                    conda, skipped = self._check_conda(job, plan, interpreter, uv_env)
+            else:
+                conda = []
+            skip_warning = (
+                "environment.yml: skipped conda packages not found on the package index "
+                f"under the same name: {', '.join(skipped)}."
+            )
+            if skipped:
+                job.warn(skip_warning)
+            base = self.base_lines(plan)
+            for line in self.base_requirements:
+                if line not in base:
+                    job.say(f"Base package {line}: the repository's own requirement is used")
+            requirements = [_absolute(line, checkout) for line in plan.requirements]
+            wanted = "\n".join([*requirements, *conda, *base]) + "\n"
+            (meta / "requirements.in").write_text(wanted)
+            job.say("Installing packages with uv")
+            with job.timed("install"):
+                self._uv(job, ["pip", "install", "--python", str(env / "bin" / "python"),
+                               "--compile-bytecode", *self._index_args(),
+                               "-r", str(meta / "requirements.in")],
+                         uv_env, checkout, "INSTALL_FAILED")  # fmt: skip
+                drop = [
+                    name for name in DROPPED_PACKAGES
+                    if name not in plan.requirement_names and name in dict(_packages(env))
+                ]  # fmt: skip
+                if drop:
+                    self._uv(job, ["pip", "uninstall", "--python", str(env / "bin" / "python"),
+                                   *drop], uv_env, checkout, "INSTALL_FAILED")  # fmt: skip
+        overlay: list[dict[str, str]] = []
+        sandbox = ""
+        if plan.postbuild:
+            with job.timed("postbuild"):
+                before = None if (checkout / ".git").exists() else _signatures(checkout)
+                sandbox = self._postbuild(job, plan, env, interpreter, checkout)
+                overlay = _record_overlay(job, checkout, env / ".bindery" / "overlay", before)
+        job.check()
+        record: dict[str, Any] = {
+            "key": key,
+            "builder_version": BUILDER_VERSION,
+            "python_version": interpreter.version,
+            "python": interpreter.path,
+            "packages": _packages(env),
+            "warnings": [skip_warning] if skipped else [],
+            "skipped_conda_packages": skipped,
+            "overlay": overlay,
+            "sandbox": sandbox,
+            "created": datetime.now(UTC).isoformat(),
+            "built_from": f"{job.request.repo.repo_url}@{job.request.repo.resolved_ref}",
+            "durations": dict(job.durations),
+        }
+        store.write_json(store.env_record_path(key), record)  # the environment is ready
+        return record
+
+    def _check_conda(
+        self, job: _Job, plan: BuildPlan, interpreter: Interpreter, uv_env: dict[str, str]
+    ) -> tuple[list[str], list[str]]:
+        """Split environment.yml's conda packages into (found on the index, skipped).
+
+        Each is resolved alone, without dependencies (``uv pip compile --no-deps``): offline
+        that asks the uv cache, otherwise the configured index (PyPI by default).
+        """
+        job.say(f"Looking up {len(plan.conda_packages)} conda packages on the package index")
+
+        def exists(requirement: str) -> bool:
+            try:
+                done = subprocess.run(
+                    [uv_binary(), "pip", "compile", "--no-deps", "--no-header", "--quiet",
+                     "--python", interpreter.path, *self._index_args(), "-"],
+                    input=requirement + "\n", capture_output=True, text=True, env=uv_env,
+                    timeout=max(1.0, min(120.0, job.remaining())), cwd="/",
+                )  # fmt: skip
+            except subprocess.TimeoutExpired:
+                return False
+            return done.returncode == 0
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            results = list(pool.map(exists, plan.conda_packages))
+        job.check()
+        found = [r for r, ok in zip(plan.conda_packages, results, strict=True) if ok]
+        skipped = [r for r, ok in zip(plan.conda_packages, results, strict=True) if not ok]
+        return found, skipped
+
+    def _postbuild(
+        self, job: _Job, plan: BuildPlan, env: Path, interpreter: Interpreter, checkout: Path
+    ) -> str:
+        """Run postBuild in ``checkout`` with ``env`` active; returns the sandbox used."""
+        script = checkout / plan.postbuild
+        first = script.read_bytes()[:512].split(b"\n", 1)[0].decode(errors="replace").strip()
+        command = (
+            [*shlex.split(first[2:]), str(script)] if first.startswith("#!")
+            else ["/bin/sh", str(script)]
+        )  # fmt: skip
+        mode = sandbox_mode()
+        with tempfile.TemporaryDirectory(prefix="bindery-postbuild-") as scratch:
+            variables = {
+                "PATH": f"{env}/bin:/usr/local/bin:/usr/bin:/bin",
+                "VIRTUAL_ENV": str(env),
+                "HOME": str(checkout),  # repo2docker's REPO_DIR is the home directory
+                "REPO_DIR": str(checkout),
+                "LANG": "C.UTF-8",
+                "PYTHONUNBUFFERED": "1",
+                "PIP_NO_CACHE_DIR": "1",
+                "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+                "PIP_NO_INPUT": "1",
+                "TMPDIR": _SANDBOX_TMP if mode == "bwrap" else scratch,
+                "XDG_CACHE_HOME": f"{_SANDBOX_TMP if mode == 'bwrap' else scratch}/.cache",
+                **{k: v for k in _PASSED_ENV if (v := os.environ.get(k))},
+            }
+            if mode == "bwrap":
+                argv = _bwrap(checkout, env, interpreter, variables) + command
+                job.say(f"Running {plan.postbuild} in a bubblewrap sandbox")
+            else:
+                argv = command
+                job.warn(
+                    f"{plan.postbuild} ran without a sandbox "
+                    "(bubblewrap is not installed, or BINDERY_SANDBOX is none)."
+                )
+            status, tail = job.run(argv, cwd=checkout, env=variables)
+        if status != 0:
+            last = next((line for line in reversed(tail) if line.strip()), "")
+            raise BackendError(
+                f"{plan.postbuild} failed with exit status {status}"
+                + (f": {last.strip()[:300]}" if last else "."),
+                code="POSTBUILD_FAILED",
+            )
+        return mode
+
+    def _apply_overlay(self, job: _Job, key: str, record: dict[str, Any], checkout: Path) -> None:
+        """Replay what postBuild did to its checkout onto ``checkout``."""
+        source = store.env_path(key) / ".bindery" / "overlay"
+        conflicts: list[str] = []
+        for item in record.get("overlay", []):
+            rel, change, blob = item["path"], item["change"], item.get("blob", "")
+            target = checkout / rel
+            if not _inside(checkout, target.parent):
+                conflicts.append(rel)  # the new commit made a parent a symlink out
+                continue
+            current = _git_blob(target)
+            if (change == "added" and current is None) or (
+                change == "modified" and current == blob
+            ):
+                _copy(source / rel, target)
+            elif change == "deleted" and current == blob:
+                target.unlink()
+            elif not (change == "deleted" and current is None):
+                conflicts.append(rel)
+        if record.get("overlay"):
+            job.say(f"Applied {len(record['overlay']) - len(conflicts)} files postBuild made")
+        if conflicts:
+            job.warn(
+                "This commit changed files that postBuild also wrote when the environment was "
+                f"built; the commit's version is kept: {', '.join(sorted(conflicts)[:20])}."
+            )
+
+    def _publish(self, job: _Job, tmp: Path, checkout: Path, key: str, plan: BuildPlan) -> Path:
+        """Move the prepared checkout into place (atomic rename) and record it."""
+        record = {
+            "environment_key": key,
+            "repo": job.request.repo.repo_url,
+            "commit": job.request.repo.resolved_ref,
+            "start_script": plan.start,
+            "config_files": list(plan.config_files),
+            "warnings": list(job.warnings),
+            "created": datetime.now(UTC).isoformat(),
+        }
+        record_path = store.checkout_record_path(checkout)
+        with store.flock(store.checkout_lock_path(checkout), cancel=job.cancel, check=job.check):
+            existing = store.read_json(record_path)
+            if checkout.exists():
+                if existing is not None and existing.get("environment_key") == key:
+                    job.say("Another build already put this commit's checkout in place")
+                    store.touch(record_path)
+                    return checkout
+                # An older checkout of this commit (its environment was pruned and rebuilt,
+                # or a build was killed before recording it): replace it.
+                record_path.unlink(missing_ok=True)
+                trash = checkout.with_name(f".trash-{checkout.name}-{secrets.token_hex(4)}")
+                os.rename(checkout, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+            os.rename(tmp, checkout)
+            store.write_json(record_path, record)
+        return checkout
+
+    def _finish(
+        self,
+        job: _Job,
+        key: str,
+        env_record: dict[str, Any],
+        checkout: Path,
+        plan: BuildPlan,
+        *,
+        reused: bool,
+    ) -> BuildResult:
+        for note in env_record.get("warnings", []):
+            if reused:
+                job.warn(note)
+        job.durations["total"] = round(time.monotonic() - job.started, 3)
+        packages = tuple(sorted((str(n), str(v)) for n, v in env_record.get("packages", [])))
+        job.say(
+            f"Environment {key} ready"
+            + (" (reused: nothing was installed)" if reused else "")
+            + f" in {job.durations['total']:.1f} s",
+            phase="built",
+        )
+        return BuildResult(
+            environment_key=key,
+            environment_path=str(store.env_path(key)),
+            checkout_path=str(checkout),
+            python_version=str(env_record.get("python_version", "")),
+            config_files=plan.config_files,
+            packages=packages,
+            warnings=tuple(job.warnings),
+            reused=reused,
+            start_script=plan.start,
+            durations=dict(job.durations),
+        )
+
+    # -- uv ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _uv_env() -> dict[str, str]:
+        """A clean environment for uv: no portal secrets for sdist build scripts to read."""
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "UV_CACHE_DIR": str(settings.BINDERY_UV_CACHE_DIR),
+            "UV_PYTHON_DOWNLOADS": "never",
+            "UV_NO_CONFIG": "1",
+            "UV_NO_PROGRESS": "1",
+            **{k: v for k in _PASSED_ENV if (v := os.environ.get(k))},
+        }
+
+    @staticmethod
+    def _index_args() -> list[str]:
+        args = ["--offline"] if settings.BINDERY_UV_OFFLINE else []
+        if settings.BINDERY_PACKAGE_INDEX:
+            args += ["--index-url", settings.BINDERY_PACKAGE_INDEX]
+        return args
+
+    def _uv(self, job: _Job, args: list[str], env: dict[str, str], cwd: Path, code: str) -> None:
+        status, tail = job.run([uv_binary(), *args], cwd=cwd, env=env)
+        if status == 0:
+            return
+        text = "\n".join(tail)
+        cause = next((line for line in reversed(tail) if line.strip()), "")
+        for line in tail:
+            for marker in ("cause:", "error:", "╰─▶"):
+                if marker in line and "No solution found" not in line:
+                    cause = line.split(marker, 1)[1]
+        transient = any(marker in text for marker in _TRANSIENT)
+        what = (
+            "Creating the environment" if code == "ENVIRONMENT_FAILED"
+            else "Installing the packages"
+        )  # fmt: skip
+        raise BackendError(
+            f"{what} failed: {cause.strip()[:500]}",
+            permanent=not transient,
+            code=code,
+        )
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _absolute(line: str, checkout: Path) -> str:
+    """Plan lines name repository paths as ./<path>; uv gets them absolute."""
+    for prefix in ("-c ", "--find-links ", ""):
+        if line.startswith(prefix + "./"):
+            rest = line[len(prefix) + 2 :]
+            return f"{prefix}{checkout / rest if rest else checkout}"
+    return line
+
+
+def _packages(env: Path) -> list[list[str]]:
+    found: dict[str, str] = {}
+    for site in env.glob("lib/python*/site-packages"):
+        for dist in importlib.metadata.distributions(path=[str(site)]):
+            name = dist.metadata["Name"]
+            if name:
+                found[canonicalize_name(name)] = dist.version
+    return [[name, found[name]] for name in sorted(found)]
+
+
+def _tree_digest(checkout: Path) -> str:
+    """Every file of the commit but notebooks: what a package install can copy."""
+    if (checkout / ".git").exists():
+        listing = run_git(["-C", str(checkout), "ls-tree", "-r", "-z", "--full-tree", "HEAD"])
+        entries = sorted(e for e in listing.split("\0") if e and not e.endswith(".ipynb"))
+        return hashlib.sha256("\0".join(entries).encode()).hexdigest()
+    digest = hashlib.sha256()
+    for path in sorted(checkout.rglob("*")):
+        if path.is_file() and path.suffix != ".ipynb":
+            digest.update(str(path.relative_to(checkout)).encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _git_blob(path: Path) -> str | None:
+    """git's blob id for a file (or symlink), None if there is none."""
+    try:
+        data = os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def _inside(root: Path, path: Path) -> bool:
+    resolved, top = path.resolve(), root.resolve()
+    return resolved == top or resolved.is_relative_to(top)
+
+
+def _copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_symlink() or target.exists():
+        target.unlink()
+    shutil.copy2(source, target, follow_symlinks=False)
+
+
+def _signatures(root: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every file under ``root``: what a non-git checkout looked like."""
+    found = {}
+    for path in root.rglob("*"):
+        if path.is_file() or path.is_symlink():
+            st = path.lstat()
+            found[str(path.relative_to(root))] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+def _changes(
+    job: _Job, checkout: Path, before: dict[str, tuple[int, int]] | None
+) -> list[tuple[str, str, str]]:
+    """(path, added|modified|deleted, git blob before) for what postBuild did."""
+    if before is None:
+        status = run_git(
+            ["-C", str(checkout), "status", "--porcelain=v1", "-z", "--ignored=traditional",
+             "--untracked-files=all", "--no-renames"], timeout=120,
+        )  # fmt: skip
+        listing = run_git(["-C", str(checkout), "ls-tree", "-r", "-z", "--full-tree", "HEAD"])
+        tree = {}
+        for entry in listing.split("\0"):
+            if "\t" in entry:
+                meta, rel = entry.split("\t", 1)
+                tree[rel] = meta.split()[2]
+        changes = []
+        for entry in status.split("\0"):
+            if len(entry) < 4:
+                continue
+            code, rel = entry[:2], entry[3:]
+            kind = "added" if code in ("??", "!!") else "deleted" if "D" in code else "modified"
+            changes.append((rel, kind, tree.get(rel, "")))
+        return changes
+    # Not a git checkout (a record): new files are replayed; for changes to the record's own
+    # files the earlier content is unknown, so they cannot be replayed safely.
+    after = _signatures(checkout)
+    touched = sorted(
+        rel for rel in before.keys() | after.keys()
+        if rel in before and before[rel] != after.get(rel)
+    )  # fmt: skip
+    if touched:
+        job.warn(
+            "postBuild changed or deleted files of the record itself; later versions that "
+            f"reuse this environment will not get those changes: {', '.join(touched[:20])}."
+        )
+    return [(rel, "added", "") for rel in sorted(after.keys() - before.keys())]
+
+
+def _record_overlay(
+    job: _Job, checkout: Path, overlay: Path, before: dict[str, tuple[int, int]] | None
+) -> list[dict[str, str]]:
+    """What postBuild changed in ``checkout``, with its files copied under ``overlay``."""
+    items: list[dict[str, str]] = []
+    for rel, change, blob in _changes(job, checkout, before):
+        if change != "deleted":
+            source = checkout / rel
+            if not (source.is_file() or source.is_symlink()):
+                continue
+            try:
+                _copy(source, overlay / rel)
+            except OSError as exc:
+                job.warn(f"postBuild output {rel} could not be recorded: {exc.strerror}")
+                continue
+        items.append({"path": rel, "change": change, "blob": blob})
+    if items:
+        job.say(f"postBuild changed {len(items)} files in the checkout; recorded for reuse")
+    return items
+
+
+def _bwrap(
+    checkout: Path, env: Path, interpreter: Interpreter, variables: dict[str, str]
+) -> list[str]:
+    """bubblewrap arguments: the system read-only, the checkout and the environment writable,
+    a private /tmp, the network shared (pip inside postBuild), nothing else of the host:
+    no home directories, no portal settings or secrets."""
+    argv = ["bwrap", "--die-with-parent", "--unshare-all", "--share-net"]
+    for top in ("/usr", "/etc", "/opt"):
+        argv += ["--ro-bind-try", top, top]
+    for link in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(link):
+            argv += ["--symlink", os.readlink(link), link]
+        elif os.path.isdir(link):
+            argv += ["--ro-bind", link, link]
+    for secret in ("/etc/shadow", "/etc/gshadow"):
+        if os.path.exists(secret):
+            argv += ["--ro-bind", "/dev/null", secret]
+    resolv = os.path.realpath("/etc/resolv.conf")
+    if not resolv.startswith("/etc/"):
+        argv += ["--ro-bind-try", resolv, resolv]
+    if not interpreter.prefix.startswith("/usr/"):
+        argv += ["--ro-bind", interpreter.prefix, interpreter.prefix]
+    argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", _SANDBOX_TMP]
+    argv += ["--bind", str(env), str(env), "--bind", str(checkout), str(checkout)]
+    if (checkout / ".git").is_dir():
+        # git runs on the host afterwards (git status, for the overlay): a postBuild that
+        # could edit .git/config could make it run a filter or hook of its choosing there.
+        argv += ["--ro-bind", str(checkout / ".git"), str(checkout / ".git")]
+    argv += ["--chdir", str(checkout), "--clearenv"]
+    for name, value in variables.items():
+        argv += ["--setenv", name, value]
+    return [*argv, "--"]

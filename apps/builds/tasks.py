@@ -1,0 +1,35 @@
+"""Celery entry points for builds: thin, taking ids, safe to run twice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+
+from apps.builds import services
+
+# The builder enforces BINDERY_BUILD_TIMEOUT itself; these limits are the backstop.
+_LIMIT = settings.BINDERY_BUILD_TIMEOUT
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=services.MAX_ATTEMPTS - 1,
+    soft_time_limit=_LIMIT + 60,
+    time_limit=_LIMIT + 120,
+)
+def run_build(self: Any, build_id: int) -> str | None:
+    """Build ``build_id``. Returns the final status, or None if there was nothing to do."""
+    try:
+        return services.execute_build(build_id, worker=self.request.hostname or "worker")
+    except services.TransientBuildError as exc:
+        raise self.retry(exc=exc, countdown=15) from exc
+
+
+@shared_task(acks_late=True, soft_time_limit=100, time_limit=120)
+def reap_stale_builds() -> list[int]:
+    """Fail builds whose worker died, that never started or ran past their time."""
+    return services.reap_stale_builds()

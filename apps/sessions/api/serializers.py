@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from django.utils import timezone
+from rest_framework import serializers
+
+from apps.sessions.models import Session, Volume
+
+
+class SessionSerializer(serializers.ModelSerializer):
+    phase = serializers.SerializerMethodField(help_text="mybinder phase of the launch.")
+    idle_seconds = serializers.SerializerMethodField()
+    launch_seconds = serializers.FloatField(allow_null=True)
+    team: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True
+    )
+    links = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Session
+        fields = [
+            "id", "status", "phase", "provider", "spec", "urlpath", "url", "build", "team",
+            "error_code", "error_message", "memory_bytes", "created_at", "ready_at",
+            "stopped_at", "last_activity", "idle_seconds", "launch_seconds", "links",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+    def get_phase(self, session: Session) -> str:
+        if session.status == Session.Status.BUILDING:
+            build_phase = session.build.phase
+            return "waiting" if build_phase == "waiting" else build_phase
+        return {
+            Session.Status.PENDING: "waiting",
+            Session.Status.LAUNCHING: "launching",
+            Session.Status.READY: "ready",
+            Session.Status.FAILED: "failed",
+        }.get(Session.Status(session.status), str(session.status))
+
+    def get_idle_seconds(self, session: Session) -> float | None:
+        if session.status != Session.Status.READY:
+            return None
+        seen = [t for t in (session.last_activity, session.keepalive_at, session.ready_at) if t]
+        return round((timezone.now() - max(seen)).total_seconds(), 1) if seen else None
+
+    def get_links(self, session: Session) -> dict[str, str]:
+        return {
+            "page": reverse("session-launch", args=[session.pk]),
+            "open": reverse("session-open", args=[session.pk]),
+            "events": reverse("api-session-events", args=[session.pk]),
+            "websocket": f"/ws/launches/{session.pk}/",
+            "build": reverse("api-build", args=[session.build_id]),
+        }
+
+
+class SessionCreateSerializer(serializers.Serializer):
+    spec = serializers.CharField(
+        required=False, max_length=2000, help_text='A mybinder spec such as "gh/org/repo/main".'
+    )
+    repo_url = serializers.CharField(required=False, max_length=2000)
+    ref = serializers.CharField(required=False, max_length=255, default="HEAD")
+    urlpath = serializers.CharField(required=False, allow_blank=True, max_length=1000, default="")
+    labpath = serializers.CharField(required=False, allow_blank=True, max_length=1000, default="")
+    filepath = serializers.CharField(required=False, allow_blank=True, max_length=1000, default="")
+    team = serializers.SlugField(required=False, help_text="Launch for this team.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if bool(attrs.get("spec")) == bool(attrs.get("repo_url")):
+            raise serializers.ValidationError("Give either spec or repo_url (with ref).")
+        return attrs
+
+
+class VolumeSerializer(serializers.ModelSerializer):
+    kind = serializers.SerializerMethodField()
+    name = serializers.CharField(source="label", read_only=True)
+    team: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="slug", read_only=True
+    )
+    in_use = serializers.SerializerMethodField()
+    links = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Volume
+        fields = ["id", "kind", "name", "team", "size_bytes", "size_measured_at", "created_at",
+                  "in_use", "links"]  # fmt: skip
+        read_only_fields = fields
+
+    def get_kind(self, volume: Volume) -> str:
+        return "home" if volume.user_id else "team"
+
+    def get_in_use(self, volume: Volume) -> bool:
+        from apps.sessions.selectors import volume_in_use
+
+        return volume_in_use(volume)
+
+    def get_links(self, volume: Volume) -> dict[str, str]:
+        return {"archive": reverse("api-volume-archive", args=[volume.pk])}
+
+
+class VolumeDeleteSerializer(serializers.Serializer):
+    confirm = serializers.CharField(help_text="The volume's label, typed to confirm.")

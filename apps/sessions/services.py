@@ -1,0 +1,534 @@
+"""Every change to sessions and volumes: launch, start on the hub, stop, cull, reconcile.
+
+The launch, as DESIGN.md describes it: resolve the repository, admit against the quota,
+request the build, and — when the build is ready — start a named server on the hub with
+signed options, relay its progress, mint a server-scoped token and announce ``ready``.
+Nothing waits on a build while holding a worker: a finished build starts the sessions
+waiting for it (``builds.signals.build_finished``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import time
+from datetime import datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.accounts.models import User
+from apps.builds.backends.base import get_builder
+from apps.builds.models import Build
+from apps.builds.services import BuildRequested, request_build, resolve_input, result_from_json
+from apps.quotas.services import admit
+from apps.sessions import hub as hubapi
+from apps.sessions.events import add_event
+from apps.sessions.models import Session, Volume
+from apps.teams.models import Team
+from portal import crypto
+from portal.errors import BinderyError, Conflict, InvalidInput
+
+log = logging.getLogger(__name__)
+
+LAUNCH_TIMEOUT = 120.0  # seconds from "start the server" to ready
+STOP_TIMEOUT = 30.0
+LAUNCHING_GRACE = timedelta(minutes=3)  # a launch older than this without a server is lost
+_URLPATH = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@/%?#-]*$")
+
+
+class SessionNotStoppable(Conflict):
+    code = "SESSION_NOT_STOPPABLE"
+    default_message = "This session has already ended."
+
+
+class LaunchFailed(BinderyError):
+    status = 502
+    code = "LAUNCH_FAILED"
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def clean_urlpath(urlpath: str = "", labpath: str = "", filepath: str = "") -> str:
+    """The path to open in the server, as mybinder's urlpath/labpath/filepath.
+
+    Raises InvalidInput (URLPATH_INVALID) for anything that could leave the server:
+    a scheme, ``//``, ``..`` segments, control characters.
+    """
+    if urlpath:
+        path = urlpath
+    elif labpath:
+        path = "lab/tree/" + labpath.lstrip("/")
+    elif filepath:
+        path = "lab/tree/" + filepath.lstrip("/")
+    else:
+        return ""
+    path = path.lstrip("/")
+    segments = path.split("?", 1)[0].split("/")
+    if (
+        len(path) > 1000
+        or not _URLPATH.match(path)
+        or "//" in path.split("?", 1)[0]
+        or "\\" in path
+        or any(s in ("..", ".") for s in segments)
+        or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", path)
+    ):
+        raise InvalidInput(
+            "The path to open must be a plain path inside the server, such as lab/tree/a.ipynb.",
+            code="URLPATH_INVALID",
+        )
+    return path
+
+
+def hub_user_for(user: User | None, anonymous_owner: str = "") -> str:
+    if user is not None:
+        return user.hub_name
+    return f"anon-{anonymous_owner[:16]}"
+
+
+# --- launching ------------------------------------------------------------------------------
+
+
+def launch(
+    user: User | None,
+    *,
+    spec: str = "",
+    repo_url: str = "",
+    ref: str = "HEAD",
+    urlpath: str = "",
+    team: Team | None = None,
+    anonymous_owner: str = "",
+) -> Session:
+    """Start a session for a repository. Returns at once: the session is building or
+    launching; follow its events. Raises the repos errors for bad or forbidden input,
+    QuotaExceeded (429) before any work starts."""
+    resolved, credential = resolve_input(user, spec=spec, repo_url=repo_url, ref=ref, team=team)
+    if user is None and credential is not None:
+        raise InvalidInput(
+            "Anonymous launches are for public repositories.", code="SIGN_IN_REQUIRED"
+        )
+    with transaction.atomic():
+        admission = admit(user, team, anonymous_owner=anonymous_owner)
+        requested: BuildRequested = request_build(resolved, user, team=team, credential=credential)
+        build = requested.build
+        ready = build.status == Build.Status.READY
+        session = Session.objects.create(
+            user=user,
+            anonymous_owner=anonymous_owner if user is None else "",
+            team=team,
+            build=build,
+            hub_user=hub_user_for(user, anonymous_owner),
+            provider=resolved.provider,
+            spec=resolved.spec[:1000],
+            urlpath=urlpath,
+            status=Session.Status.LAUNCHING if ready else Session.Status.BUILDING,
+            memory_bytes=admission.memory_bytes,
+            max_processes=admission.max_processes,
+            environment_key=build.environment_key,
+        )
+        if ready:
+            add_event(session, "built", "Found a built environment; launching it.")
+            transaction.on_commit(lambda: _enqueue_launch(session.pk))
+        else:
+            add_event(session, "waiting", f"Waiting for the build of {resolved.display_name}.")
+            # The build may finish before this commits: look again once it has.
+            transaction.on_commit(lambda: start_sessions_waiting_for(build.pk))
+    return session
+
+
+def _enqueue_launch(session_id: int) -> None:
+    from apps.sessions.tasks import launch_session
+
+    try:
+        launch_session.delay(session_id)
+    except Exception as exc:
+        log.exception("could not enqueue launch of session %s", session_id)
+        fail_session(session_id, "The launch could not be queued. Try again shortly.",
+                     code="QUEUE_UNAVAILABLE", detail=str(exc))  # fmt: skip
+
+
+def start_sessions_waiting_for(build_id: int) -> list[int]:
+    """Move the sessions waiting for a finished build on: launch them, or fail them with
+    the build's error. Safe to run twice."""
+    build = Build.objects.filter(pk=build_id).first()
+    if build is None or not build.is_terminal:
+        return []
+    moved = []
+    for session in Session.objects.filter(build_id=build_id, status=Session.Status.BUILDING):
+        with transaction.atomic():
+            updated = Session.objects.filter(pk=session.pk, status=Session.Status.BUILDING).update(
+                status=Session.Status.LAUNCHING
+                if build.status == Build.Status.READY
+                else Session.Status.FAILED,
+                environment_key=build.environment_key,
+            )
+            if not updated:
+                continue
+            session.refresh_from_db()
+            if build.status == Build.Status.READY:
+                add_event(session, "built", "The environment is built; launching it.")
+                transaction.on_commit(partial(_enqueue_launch, session.pk))
+            else:
+                message = build.error_message or f"The build was {build.status}."
+                _fail(
+                    session, f"The build failed: {message}", code=build.error_code or "BUILD_FAILED"
+                )
+        moved.append(session.pk)
+    return moved
+
+
+def _session_options(session: Session) -> dict[str, Any]:
+    """The user_options for the hub: what to run, where, with which limits; signed."""
+    from apps.sessions.spawner import LaunchOptions, sign_user_options, signing_key
+
+    build = session.build
+    result = result_from_json(build.result or {})
+    resolved = build.resolved
+    volumes: list[tuple[str, str]] = []
+    if session.user is not None:
+        volumes.append((str(ensure_volume_dir(home_volume(session.user))), "persistent"))
+    if session.team is not None:
+        team_dir = ensure_volume_dir(team_volume(session.team))
+        volumes.append((str(team_dir), f"persistent/teams/{session.team.slug}"))
+    options = LaunchOptions(
+        hub_user=session.hub_user,
+        server_name=session.server_name,
+        env_path=result.environment_path,
+        checkout_path=result.checkout_path,
+        workdir=str(Path(settings.BINDERY_SESSIONS_DIR) / session.server_name),
+        volumes=tuple(volumes),
+        memory_bytes=session.memory_bytes,
+        max_processes=session.max_processes,
+        start_script=result.start_script,
+        binder_repo_url=resolved["repo_url"],
+        binder_ref_url=resolved["ref_url"],
+        binder_launch_host=settings.SITE_URL + "/",
+        binder_request=f"v2/{resolved['provider']}/{resolved['spec']}",
+        binder_persistent_request=f"v2/{resolved['persistent_spec']}",
+        default_url="/" + session.urlpath.split("?", 1)[0] if session.urlpath else "",
+    )
+    return sign_user_options(options.to_dict(), signing_key(settings.BINDERY_HUB_TOKEN))
+
+
+def start_on_hub(session_id: int) -> str | None:
+    """Start the session's server and follow it to ready (the task's body).
+
+    Returns the final status, or None when there was nothing to do (safe to run twice).
+    """
+    claimed = Session.objects.filter(
+        pk=session_id, status=Session.Status.LAUNCHING, launch_started_at__isnull=True
+    ).update(launch_started_at=timezone.now())
+    if not claimed:
+        return None
+    session = Session.objects.select_related("build", "team", "user").get(pk=session_id)
+    if session.build.result:
+        get_builder().mark_used(result_from_json(session.build.result))
+    client = hubapi.HubClient()
+    try:
+        client.ensure_user(session.hub_user)
+        client.start_server(session.hub_user, session.server_name, _session_options(session))
+        add_event(session, "launching", "Starting your server.")
+        deadline = time.monotonic() + LAUNCH_TIMEOUT
+        for event in client.iter_progress(session.hub_user, session.server_name):
+            message = str(event.get("message") or "").strip()
+            if message:
+                add_event(session, "launching", message)
+            if event.get("ready"):
+                break
+            if event.get("failed"):
+                raise LaunchFailed(message or "The server failed to start.")
+            if time.monotonic() > deadline:
+                raise LaunchFailed(
+                    "The server did not become ready in time.", code="LAUNCH_TIMEOUT"
+                )
+        if client.server_status(session.hub_user, session.server_name) != "ready":
+            raise LaunchFailed("The server stopped while starting.")
+        token, token_id = client.create_server_token(
+            session.hub_user, session.server_name, expires_in=settings.BINDERY_MAX_AGE + 3600
+        )
+    except BinderyError as exc:
+        _cleanup_failed_launch(client, session)
+        fail_session(session.pk, exc.message, code=exc.code)
+        return Session.Status.FAILED
+    with transaction.atomic():
+        row = Session.objects.select_for_update().get(pk=session_id)
+        if row.status != Session.Status.LAUNCHING:  # stopped while launching
+            client.revoke_token(session.hub_user, token_id)
+            return row.status
+        row.url = session_url(row)
+        row.token_encrypted = crypto.encrypt(token)
+        row.token_id = str(token_id)
+        row.status = Session.Status.READY
+        row.ready_at = row.last_activity = timezone.now()
+        row.save(update_fields=["url", "token_encrypted", "token_id", "status", "ready_at",
+                                "last_activity"])  # fmt: skip
+        add_event(row, "ready", f"Server ready at {row.url}")
+    return Session.Status.READY
+
+
+def session_url(session: Session) -> str:
+    base = f"{settings.BINDERY_HUB_URL}/user/{quote(session.hub_user)}/{session.server_name}/"
+    return base + session.urlpath
+
+
+def session_token(session: Session) -> str:
+    return crypto.decrypt(session.token_encrypted) if session.token_encrypted else ""
+
+
+def _cleanup_failed_launch(client: hubapi.HubClient, session: Session) -> None:
+    try:
+        client.stop_server(session.hub_user, session.server_name, remove=True)
+    except BinderyError as exc:
+        log.warning("could not stop the failed server of session %s: %s", session.pk, exc)
+    shutil.rmtree(Path(settings.BINDERY_SESSIONS_DIR) / session.server_name, ignore_errors=True)
+
+
+def _fail(session: Session, message: str, *, code: str, detail: str = "") -> None:
+    session.status = Session.Status.FAILED
+    session.error_message, session.error_code, session.error = message, code, detail
+    session.stopped_at = timezone.now()
+    session.save(update_fields=["status", "error_message", "error_code", "error", "stopped_at"])
+    add_event(session, "failed", message)
+
+
+def fail_session(session_id: int, message: str, *, code: str, detail: str = "") -> None:
+    with transaction.atomic():
+        session = Session.objects.select_for_update().filter(pk=session_id).first()
+        if session is not None and not session.is_terminal:
+            _fail(session, message, code=code, detail=detail)
+
+
+# --- stopping -------------------------------------------------------------------------------
+
+
+def request_stop(session: Session, reason: str = "Stopped by its owner.") -> Session:
+    """Ask for a session to stop. Pending/building sessions end at once; running ones are
+    stopped on the hub by a task. Raises SessionNotStoppable for an ended session."""
+    with transaction.atomic():
+        session = Session.objects.select_for_update().get(pk=session.pk)
+        if session.is_terminal:
+            raise SessionNotStoppable()
+        if session.status in (Session.Status.PENDING, Session.Status.BUILDING):
+            session.status = Session.Status.STOPPED
+            session.stopped_at = timezone.now()
+            session.save(update_fields=["status", "stopped_at"])
+            add_event(session, "stopped", reason)
+            return session
+        if session.status != Session.Status.STOPPING:
+            session.status = Session.Status.STOPPING
+            session.save(update_fields=["status"])
+            add_event(session, "stopping", reason)
+        transaction.on_commit(lambda: _enqueue_stop(session.pk))
+    return session
+
+
+def _enqueue_stop(session_id: int) -> None:
+    from apps.sessions.tasks import stop_session
+
+    try:
+        stop_session.delay(session_id)
+    except Exception:
+        log.exception("could not enqueue stop of session %s; reconcile will retry", session_id)
+
+
+def stop_on_hub(session_id: int) -> str | None:
+    """Stop the server, revoke its token, remove the working copy; safe to run twice.
+
+    Raises HubUnavailable when the hub is down: the session stays ``stopping`` and the
+    task (or reconcile) tries again — nothing is marked stopped by mistake."""
+    session = Session.objects.filter(pk=session_id).first()
+    if session is None or session.status != Session.Status.STOPPING:
+        return None
+    client = hubapi.HubClient()
+    if not client.stop_server(session.hub_user, session.server_name, remove=True):
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while client.server_status(session.hub_user, session.server_name) != "stopped":
+            if time.monotonic() > deadline:
+                raise hubapi.HubUnavailable("The hub is still stopping the server.")
+            time.sleep(0.2)  # polling the hub's state, with a deadline
+    if session.token_id:
+        try:
+            client.revoke_token(session.hub_user, session.token_id)
+        except hubapi.HubError as exc:
+            log.info("token of session %s already gone: %s", session_id, exc)
+    _finish_stopped(session_id, "stopped", "The session stopped.")
+    return Session.Status.STOPPED
+
+
+def _finish_stopped(session_id: int, phase: str, message: str) -> None:
+    shutil.rmtree(Path(settings.BINDERY_SESSIONS_DIR) / f"s{session_id}", ignore_errors=True)
+    with transaction.atomic():
+        session = Session.objects.select_for_update().get(pk=session_id)
+        if session.is_terminal:
+            return
+        session.status = Session.Status.STOPPED
+        session.stopped_at = timezone.now()
+        session.token_encrypted = ""
+        session.save(update_fields=["status", "stopped_at", "token_encrypted"])
+        add_event(session, phase, message)
+
+
+def keepalive(session: Session) -> Session:
+    if session.status not in Session.RUNNING:
+        raise SessionNotStoppable(
+            "Only a running session can be kept alive.", code="SESSION_NOT_RUNNING"
+        )
+    session.keepalive_at = timezone.now()
+    session.save(update_fields=["keepalive_at"])
+    return session
+
+
+# --- lifecycle: cull and reconcile ----------------------------------------------------------
+
+
+def refresh_activity(servers: dict[tuple[str, str], hubapi.HubServer]) -> None:
+    for (hub_user, server_name), server in servers.items():
+        session_id = hubapi.session_id_for(server_name)
+        if server["last_activity"] is None or session_id is None:
+            continue
+        Session.objects.filter(pk=session_id, hub_user=hub_user).update(
+            last_activity=server["last_activity"]
+        )
+
+
+def cull_sessions(now: datetime | None = None) -> list[int]:
+    """Stop sessions idle longer than BINDERY_IDLE_TIMEOUT (the hub's last_activity, or a
+    keepalive) or older than BINDERY_MAX_AGE. Returns the ids asked to stop."""
+    now = now or timezone.now()
+    try:
+        refresh_activity(_servers())
+    except hubapi.HubUnavailable:
+        log.warning("hub unavailable: culling with the activity we last saw")
+    idle = timedelta(seconds=settings.BINDERY_IDLE_TIMEOUT)
+    max_age = timedelta(seconds=settings.BINDERY_MAX_AGE)
+    stopped = []
+    for session in Session.objects.filter(status=Session.Status.READY):
+        seen = max(t for t in (session.last_activity, session.keepalive_at, session.ready_at) if t)
+        if now - session.created_at > max_age:
+            request_stop(session, "The session reached its maximum age and was stopped.")
+        elif now - seen > idle:
+            request_stop(session, "The session was idle and was stopped to free its place.")
+        else:
+            continue
+        stopped.append(session.pk)
+    return stopped
+
+
+def _servers() -> dict[tuple[str, str], hubapi.HubServer]:
+    return {(s["user"], s["name"]): s for s in hubapi.HubClient().list_servers()}
+
+
+def reconcile(now: datetime | None = None) -> dict[str, list[Any]]:
+    """Make the portal agree with the hub (the truth for what runs).
+
+    Sessions the hub no longer runs become stopped; hub servers the portal does not know
+    (or knows as ended) are stopped; stuck stops are retried; sessions waiting on a finished
+    build move on. With the hub down nothing is changed."""
+    now = now or timezone.now()
+    report: dict[str, list[Any]] = {"stopped": [], "orphans": [], "retried": [], "moved": []}
+    for build_id in (
+        Session.objects.filter(status=Session.Status.BUILDING, build__status__in=Build.TERMINAL)
+        .values_list("build_id", flat=True)
+        .distinct()
+    ):
+        report["moved"] += start_sessions_waiting_for(build_id)
+    try:
+        servers = _servers()
+    except hubapi.HubUnavailable:
+        log.warning("hub unavailable: nothing reconciled")
+        return report
+    refresh_activity(servers)
+    known: set[tuple[str, str]] = set()
+    for session in Session.objects.filter(status__in=Session.ACTIVE):
+        key = (session.hub_user, session.server_name)
+        known.add(key)
+        server = servers.get(key)
+        running = server is not None and server["status"] != "stopped"
+        if session.status == Session.Status.STOPPING:
+            _enqueue_stop(session.pk)
+            report["retried"].append(session.pk)
+        elif session.status == Session.Status.READY and not running:
+            _finish_stopped(
+                session.pk, "stopped", "The server stopped on its own (it exited or was killed)."
+            )
+            report["stopped"].append(session.pk)
+        elif (
+            session.status == Session.Status.LAUNCHING
+            and not running
+            and session.launch_started_at is not None
+            and now - session.launch_started_at > LAUNCHING_GRACE
+        ):
+            fail_session(session.pk, "The server never came up.", code="LAUNCH_LOST")
+            report["stopped"].append(session.pk)
+    for key, server in servers.items():
+        if key not in known and server["name"]:
+            hubapi.HubClient().stop_server(key[0], key[1], remove=True)
+            report["orphans"].append("/".join(key))
+    return report
+
+
+# --- volumes --------------------------------------------------------------------------------
+
+
+def home_volume(user: User | None) -> Volume:
+    assert user is not None
+    volume, _ = Volume.objects.get_or_create(user=user)
+    return volume
+
+
+def team_volume(team: Team) -> Volume:
+    volume, _ = Volume.objects.get_or_create(team=team)
+    return volume
+
+
+def volume_path(volume: Volume) -> Path:
+    return Path(settings.BINDERY_VOLUMES_DIR) / volume.relative_path
+
+
+def ensure_volume_dir(volume: Volume) -> Path:
+    path = volume_path(volume)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def measure_volume(volume: Volume) -> Volume:
+    path = volume_path(volume)
+    total = 0
+    if path.exists():
+        for entry in path.rglob("*"):
+            try:
+                if entry.is_file() and not entry.is_symlink():
+                    total += entry.stat().st_size
+            except OSError:
+                continue
+    volume.size_bytes = total
+    volume.size_measured_at = timezone.now()
+    volume.save(update_fields=["size_bytes", "size_measured_at"])
+    return volume
+
+
+def delete_volume(user: User, volume: Volume, confirm: str) -> None:
+    """Delete a volume's contents and row. ``confirm`` must be the volume's label."""
+    from apps.sessions.selectors import volume_in_use
+    from apps.teams.selectors import get_membership_for_user
+
+    if volume.team_id:
+        assert volume.team is not None
+        membership = get_membership_for_user(user, volume.team.slug)
+        if not membership.can_manage:
+            from portal.errors import PermissionDenied
+
+            raise PermissionDenied("Only team owners and admins can delete the team's volume.")
+    if confirm.strip() != volume.label:
+        raise InvalidInput(f"Type “{volume.label}” to confirm.", code="CONFIRMATION_REQUIRED")
+    if volume_in_use(volume):
+        raise Conflict("Stop the sessions using this volume first.", code="VOLUME_IN_USE")
+    shutil.rmtree(volume_path(volume), ignore_errors=True)
+    volume.delete()

@@ -1,0 +1,779 @@
+"""The spawner the hub runs for the local backend, and the portal's half of its contract.
+
+Two sides share this module:
+
+- the portal builds a :class:`LaunchOptions`, signs it with :func:`sign_user_options` and
+  sends the result as the named server's ``user_options``;
+- the hub (a separate process, without Django) runs :class:`BinderySpawner`, which accepts
+  only options signed with the same key, every path inside the portal's directories, and
+  then starts ``jupyterhub-singleuser`` from the session's environment in a working copy of
+  the checkout, with the volumes at ``persistent/``, inside bubblewrap where installed, under
+  cgroup v1 memory/pids limits (``RLIMIT_AS`` where cgroups are not writable).
+
+Nothing here imports Django or ``portal`` (whose ``__init__`` loads the Celery app): the hub
+imports this module by its dotted path, and the generated config (``portal/hubconfig.py``)
+passes everything the spawner needs as traitlets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import posixpath
+import re
+import resource
+import shutil
+import signal
+import stat
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from jupyterhub.spawner import LocalProcessSpawner
+from jupyterhub.utils import maybe_future
+from tornado import web
+from traitlets import Any as AnyTrait
+from traitlets import CaselessStrEnum, Float, Integer, List, Unicode, default
+
+# --- The signed contract ---------------------------------------------------------------------
+
+_KEY_CONTEXT = b"bindery/spawner/user-options/v1"
+DEFAULT_TTL = 300  # seconds a signed launch stays valid: the portal signs right before starting
+MIN_MEMORY = 64 * 1024 * 1024
+MOUNT_ROOT = "persistent"
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+BINDER_ENV = (
+    "binder_repo_url",
+    "binder_ref_url",
+    "binder_launch_host",
+    "binder_request",
+    "binder_persistent_request",
+)
+
+
+class InvalidLaunchOptions(ValueError):
+    """``user_options`` the hub must refuse (the hub answers 400 with the message).
+
+    Not a ``portal.errors.BinderyError``: this module runs inside the hub, which must not
+    import ``portal`` (its package loads Celery and Django settings). The portal never sees
+    this type; it sees the hub's 400 as ``apps.sessions.hub.HubError``.
+    """
+
+    code = "INVALID_LAUNCH_OPTIONS"
+
+
+def signing_key(hub_token: str) -> bytes:
+    """The HMAC key for launch options, derived from the portal's hub service token.
+
+    A separate key (not the token itself) so that a leaked signature never helps guess the
+    token, and rotating the token rotates the key.
+    """
+    return hmac.new(hub_token.encode(), _KEY_CONTEXT, hashlib.sha256).digest()
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """What the portal asks the hub to run for one session (the signed payload).
+
+    Paths are absolute host paths: ``env_path`` inside BINDERY_ENVS_DIR, ``checkout_path``
+    inside BINDERY_CHECKOUTS_DIR, ``workdir`` (the working copy the spawner creates from the
+    checkout; the portal deletes it) inside BINDERY_SESSIONS_DIR, each volume's host dir inside
+    BINDERY_VOLUMES_DIR. ``volumes`` are ``(host_dir, mount)`` with ``mount`` relative to the
+    working copy: ``persistent`` (the user's volume) or ``persistent/teams/<slug>``.
+    ``start_script`` is relative to the working copy (``binder/start``), empty when the repo
+    has none. The ``binder_*`` values are the mybinder environment variables, as BinderHub
+    computes them: ``binder_launch_host`` ends with ``/`` (``https://bindery.example/``),
+    ``binder_request`` and ``binder_persistent_request`` are relative (``v2/gh/org/repo/main``,
+    the latter with the resolved commit), ``binder_ref_url`` links the resolved commit.
+    ``hub_user``/``server_name`` bind the signature to one hub server.
+    """
+
+    hub_user: str
+    server_name: str
+    env_path: str
+    checkout_path: str
+    workdir: str
+    volumes: tuple[tuple[str, str], ...] = ()
+    memory_bytes: int = 2 * 1024**3
+    max_processes: int = 256
+    start_script: str = ""
+    binder_repo_url: str = ""
+    binder_ref_url: str = ""
+    binder_launch_host: str = ""
+    binder_request: str = ""
+    binder_persistent_request: str = ""
+    default_url: str = ""
+    cpu: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["volumes"] = [list(v) for v in self.volumes]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any) -> LaunchOptions:
+        """Type-check a verified payload; raises InvalidLaunchOptions."""
+        if not isinstance(data, dict):
+            raise InvalidLaunchOptions("launch options must be an object")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidLaunchOptions(f"unknown launch options: {', '.join(unknown)}")
+        for name in ("hub_user", "server_name", "env_path", "checkout_path", "workdir"):
+            if not isinstance(data.get(name), str) or not data[name]:
+                raise InvalidLaunchOptions(f"{name} is required")
+        for name in ("start_script", "default_url", *BINDER_ENV):
+            if not isinstance(data.get(name, ""), str):
+                raise InvalidLaunchOptions(f"{name} must be a string")
+        for name, least in (("memory_bytes", MIN_MEMORY), ("max_processes", 8)):
+            value = data.get(name, getattr(cls, name))
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise InvalidLaunchOptions(f"{name} must be an integer of at least {least}")
+        cpu = data.get("cpu")
+        if cpu is not None and (
+            not isinstance(cpu, int | float) or isinstance(cpu, bool) or not 0 < cpu <= 1024
+        ):
+            raise InvalidLaunchOptions("cpu must be a positive number")
+        volumes = data.get("volumes", [])
+        if not isinstance(volumes, list) or not all(
+            isinstance(v, list) and len(v) == 2 and all(isinstance(p, str) for p in v)
+            for v in volumes
+        ):
+            raise InvalidLaunchOptions("volumes must be a list of [host_dir, mount] pairs")
+        return cls(**{**data, "volumes": tuple((h, m) for h, m in volumes)})
+
+
+def sign_user_options(
+    payload: dict[str, Any], key: bytes, *, ttl: int = DEFAULT_TTL, now: float | None = None
+) -> dict[str, str]:
+    """The ``user_options`` for a hub start: the payload as canonical JSON, its expiry and an
+    HMAC-SHA256 signature. The JSON text itself is carried, so nothing depends on how the hub
+    stores and reloads the options."""
+    issued = time.time() if now is None else now
+    body = {**payload, "expires_at": int(issued + ttl)}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    signature = hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    return {"payload": text, "signature": signature}
+
+
+def verify_user_options(
+    user_options: Any, key: bytes, *, now: float | None = None
+) -> dict[str, Any]:
+    """The payload of signed ``user_options``; raises InvalidLaunchOptions when unsigned,
+    tampered with, signed with another key, or expired."""
+    if not isinstance(user_options, dict) or set(user_options) != {"payload", "signature"}:
+        raise InvalidLaunchOptions("launch options must be signed by the portal")
+    text, signature = user_options["payload"], user_options["signature"]
+    if not isinstance(text, str) or not isinstance(signature, str) or not key:
+        raise InvalidLaunchOptions("launch options must be signed by the portal")
+    expected = hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, signature):
+        raise InvalidLaunchOptions("the launch options' signature is not valid")
+    body = json.loads(text)
+    expires_at = body.pop("expires_at", None) if isinstance(body, dict) else None
+    if not isinstance(expires_at, int):
+        raise InvalidLaunchOptions("launch options carry no expiry")
+    if expires_at <= (time.time() if now is None else now):
+        raise InvalidLaunchOptions("the launch options have expired")
+    assert isinstance(body, dict)
+    return body
+
+
+# --- Path rules -----------------------------------------------------------------------------
+
+
+def _inside(path: str, root: str, what: str) -> str:
+    """``path`` with symlinks resolved, if strictly inside ``root``; else InvalidLaunchOptions."""
+    if not root:
+        raise InvalidLaunchOptions(f"the hub is not configured with a directory for {what}")
+    if not os.path.isabs(path):
+        raise InvalidLaunchOptions(f"{what} must be an absolute path")
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    if real == real_root or os.path.commonpath([real, real_root]) != real_root:
+        raise InvalidLaunchOptions(f"{what} is outside the portal's directory for it")
+    return real
+
+
+def _relative(path: str, what: str) -> str:
+    """A normalised relative path that cannot climb out of its base."""
+    norm = posixpath.normpath(path)
+    if path.startswith("/") or norm == "." or norm.split("/")[0] == "..":
+        raise InvalidLaunchOptions(f"{what} must be a relative path inside the working copy")
+    return norm
+
+
+def _safe_name(*parts: str) -> str:
+    """A file-system-safe, bounded name for per-server host objects (cgroups)."""
+    raw = "--".join(parts)
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "_", raw)[:80]
+    return f"{cleaned}-{hashlib.sha256(raw.encode()).hexdigest()[:8]}"
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as fh:
+                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            kids.append(int(entry.name))
+    return sorted(kids)
+
+
+def _exe(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ""
+
+
+def _main_process(pid: int) -> int:
+    """The first process below ``pid`` that is not bubblewrap (bwrap → bwrap init → server)."""
+    current = pid
+    for _ in range(4):
+        if os.path.basename(_exe(current)) != "bwrap":
+            return current
+        kids = _children(current)
+        if not kids:
+            return current
+        current = kids[0]
+    return current
+
+
+def _open_dir(base: str, parts: list[str], *, replace_files: bool) -> int:
+    """A descriptor for ``base/parts...``, creating missing directories and never following
+    a symlink below ``base``: a symlink in the way is replaced by a directory (no data is
+    lost), a file only when ``replace_files`` (the working copy belongs to the session), else
+    it is an error."""
+    fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts:
+            try:
+                mode = os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode
+            except FileNotFoundError:
+                os.mkdir(part, 0o755, dir_fd=fd)
+            else:
+                if not stat.S_ISDIR(mode):
+                    if not (stat.S_ISLNK(mode) or replace_files):
+                        raise RuntimeError(f"A file named {part} is where a volume is mounted")
+                    os.unlink(part, dir_fd=fd)
+                    os.mkdir(part, 0o755, dir_fd=fd)
+            # O_NOFOLLOW: fails if the directory was swapped for a symlink meanwhile
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+# --- The spawner ----------------------------------------------------------------------------
+
+
+def _apply_signed_options(spawner: BinderySpawner, user_options: Any) -> None:
+    """JupyterHub's ``apply_user_options`` hook (an exception here becomes HTTP 400)."""
+    try:
+        spawner.launch_options = spawner.validate_options(user_options)
+    except InvalidLaunchOptions as exc:
+        spawner.log.warning("Refusing launch options for %s: %s", spawner._log_name, exc)
+        raise web.HTTPError(400, f"Invalid launch options: {exc}") from exc
+    options = spawner.launch_options
+    spawner.mem_limit = options.memory_bytes
+    spawner.cpu_limit = options.cpu
+    spawner.default_url = options.default_url
+
+
+class BinderySpawner(LocalProcessSpawner):
+    """Runs a session's ``jupyterhub-singleuser`` from the portal-built environment.
+
+    Like JupyterHub's SimpleLocalProcessSpawner it needs no system users: servers run as the
+    hub's user (root here, hence ``--allow-root``).
+    """
+
+    signing_key_hex = Unicode("", config=True, help="The launch options' HMAC key, in hex.")
+    envs_dir = Unicode("", config=True, help="Environments must be inside this directory.")
+    checkouts_dir = Unicode("", config=True, help="Checkouts must be inside this directory.")
+    sessions_dir = Unicode("", config=True, help="Working copies are created inside this.")
+    volumes_dir = Unicode("", config=True, help="Volumes must be inside this directory.")
+    sandbox = CaselessStrEnum(
+        ["auto", "bwrap", "none"],
+        default_value="auto",
+        config=True,
+        help="auto: bubblewrap when installed; bwrap: required; none: no sandbox.",
+    )
+    bwrap_command = Unicode("bwrap", config=True)
+    sandbox_hide = List(
+        Unicode(),
+        config=True,
+        help="Host paths hidden inside the sandbox (the portal's state and secrets).",
+    )
+    cgroup_root = Unicode("/sys/fs/cgroup", config=True)
+    cgroup_parent = Unicode("bindery", config=True, help="Per-server cgroups go under this.")
+    readiness_interval = Float(0.1, config=True, help="Seconds between port checks in start().")
+
+    launch_options = AnyTrait(None, allow_none=True)
+    cgroup_dirs = List(Unicode())
+    links = List(Unicode())
+    server_pid = Integer(0)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._events: list[dict[str, Any]] = []
+        self._events_changed = asyncio.Event()
+        self._output: deque[str] = deque(maxlen=20)
+        self._pump: threading.Thread | None = None
+        self._rlimit_as = 0
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self) -> Callable[[BinderySpawner, Any], None]:
+        return _apply_signed_options
+
+    @default("env_keep")
+    def _default_env_keep(self) -> list[str]:
+        # Not the hub's PATH, VIRTUAL_ENV or PYTHONPATH: the server runs from its own env.
+        return ["LANG", "LC_ALL", "TZ"]
+
+    # -- validation --------------------------------------------------------------------------
+
+    def validate_options(self, user_options: Any, *, now: float | None = None) -> LaunchOptions:
+        """Verified, path-checked launch options; raises InvalidLaunchOptions."""
+        key = bytes.fromhex(self.signing_key_hex) if self.signing_key_hex else b""
+        options = LaunchOptions.from_dict(verify_user_options(user_options, key, now=now))
+        if (options.hub_user, options.server_name) != (self.user.name, self.name):
+            raise InvalidLaunchOptions("the launch options were signed for another server")
+        env = _inside(options.env_path, self.envs_dir, "the environment")
+        if not os.access(os.path.join(env, "bin", "jupyterhub-singleuser"), os.X_OK):
+            raise InvalidLaunchOptions("the environment has no jupyterhub-singleuser")
+        checkout = _inside(options.checkout_path, self.checkouts_dir, "the checkout")
+        if not os.path.isdir(checkout):
+            raise InvalidLaunchOptions("the checkout does not exist")
+        workdir = _inside(options.workdir, self.sessions_dir, "the working copy")
+        volumes: list[tuple[str, str]] = []
+        for host_dir, mount in options.volumes:
+            host = _inside(host_dir, self.volumes_dir, "a volume")
+            if not os.path.isdir(host):
+                raise InvalidLaunchOptions("a volume directory does not exist")
+            rel = _relative(mount, "a volume's mount point")
+            if rel != MOUNT_ROOT and not rel.startswith(MOUNT_ROOT + "/"):
+                raise InvalidLaunchOptions(f"volumes are mounted under {MOUNT_ROOT}/")
+            volumes.append((host, rel))
+        mounts = [m for _, m in volumes]
+        if len(set(mounts)) != len(mounts):
+            raise InvalidLaunchOptions("two volumes share a mount point")
+        start = _relative(options.start_script, "the start script") if options.start_script else ""
+        if options.default_url and not options.default_url.startswith("/"):
+            raise InvalidLaunchOptions("default_url must start with /")
+        return LaunchOptions(
+            **{
+                **asdict(options),
+                "env_path": env,
+                "checkout_path": checkout,
+                "workdir": workdir,
+                # parents before children, so a team volume lands inside the user's volume
+                "volumes": tuple(sorted(volumes, key=lambda v: v[1].count("/"))),
+                "start_script": start,
+            }
+        )
+
+    # -- state -------------------------------------------------------------------------------
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.cgroup_dirs = state.get("cgroup_dirs", [])
+        self.links = state.get("links", [])
+        self.server_pid = state.get("server_pid", 0)
+
+    def get_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().get_state()
+        if self.cgroup_dirs:
+            state["cgroup_dirs"] = list(self.cgroup_dirs)
+        if self.links:
+            state["links"] = list(self.links)
+        if self.server_pid:
+            state["server_pid"] = self.server_pid
+        return state
+
+    def clear_state(self) -> None:
+        # cgroup_dirs and links stay until stop() has removed them: the hub's poll clears
+        # state as soon as the process is gone, before it calls stop().
+        super().clear_state()
+        self.server_pid = 0
+
+    # -- environment -------------------------------------------------------------------------
+
+    def user_env(self, env: dict[str, str]) -> dict[str, str]:
+        env["USER"] = self.user.name
+        env["SHELL"] = "/bin/bash"
+        if self.launch_options is not None:
+            env["HOME"] = self.launch_options.workdir  # as on mybinder: home is the repo
+        return env
+
+    def get_env(self) -> dict[str, str]:
+        env: dict[str, str] = super().get_env()
+        options: LaunchOptions | None = self.launch_options
+        if options is None:
+            return env
+        env["VIRTUAL_ENV"] = options.env_path
+        env["PATH"] = f"{options.env_path}/bin:{SYSTEM_PATH}"
+        env["REPO_DIR"] = options.workdir
+        for name in BINDER_ENV:
+            value = getattr(options, name)
+            if value:
+                env[name.upper()] = value
+        return env
+
+    def get_args(self) -> list[str]:
+        args = ["--allow-root"] if os.geteuid() == 0 else []
+        return [*args, *self.args]
+
+    # -- progress ----------------------------------------------------------------------------
+
+    def _event(self, progress: int, message: str) -> None:
+        self._events.append({"progress": progress, "message": message})
+        self._events_changed.set()
+
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
+        sent = 0
+        while True:
+            while sent < len(self._events):
+                yield self._events[sent]
+                sent += 1
+            self._events_changed.clear()
+            await self._events_changed.wait()
+
+    # -- start -------------------------------------------------------------------------------
+
+    def _use_sandbox(self) -> str | None:
+        if self.sandbox == "none":
+            return None
+        found = shutil.which(self.bwrap_command)
+        if found is None and self.sandbox == "bwrap":
+            raise RuntimeError("bubblewrap is required (sandbox = bwrap) but not installed")
+        return found
+
+    def _prepare_working_copy(self, options: LaunchOptions) -> list[str]:
+        """Copy the checkout (modes kept, symlinks as symlinks) unless a copy exists; return
+        the command prefix for the repo's start script."""
+        workdir = Path(options.workdir)
+        if not workdir.exists():
+            workdir.parent.mkdir(parents=True, exist_ok=True)
+            partial = workdir.with_name(f".{workdir.name}.partial-{os.getpid()}")
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(options.checkout_path, partial, symlinks=True)
+            partial.rename(workdir)
+        if not options.start_script:
+            return []
+        script = os.path.realpath(workdir / options.start_script)
+        if os.path.commonpath([script, str(workdir)]) != str(workdir) or not os.path.isfile(script):
+            raise RuntimeError(f"the start script {options.start_script} is not in the repository")
+        os.chmod(script, os.stat(script).st_mode | stat.S_IXUSR)
+        with open(script, "rb") as fh:
+            shebang = fh.read(2) == b"#!"
+        # repo2docker semantics: `start` receives the server command and ends with exec "$@".
+        return [script] if shebang else ["/bin/sh", script]
+
+    @staticmethod
+    def _location(options: LaunchOptions, mount: str, upto: int) -> tuple[str, list[str]]:
+        """``(base, parts)``: the host directory holding ``mount`` once the first ``upto``
+        volumes are in place (the working copy or a volume), and the path below it."""
+        best_mount, base = "", options.workdir
+        for host, other in options.volumes[:upto]:
+            if mount.startswith(other + "/") and len(other) > len(best_mount):
+                best_mount, base = other, host
+        rest = mount[len(best_mount) + 1 :] if best_mount else mount
+        return base, rest.split("/")
+
+    def _prepare_mounts(self, options: LaunchOptions, sandboxed: bool) -> None:
+        """Create the mount points (sandbox) or link the volumes in (no sandbox).
+
+        The host side never follows a symlink below the working copy or a volume: a repo or
+        a user could otherwise point ``persistent`` or ``persistent/teams`` anywhere on the
+        host, and this code runs as root.
+        """
+        for index, (host, mount) in enumerate(options.volumes):
+            base, parts = self._location(options, mount, index)
+            in_copy = base == options.workdir
+            if sandboxed:
+                os.close(_open_dir(base, parts, replace_files=in_copy))  # targets must exist
+                continue
+            # Without a mount namespace the volume is linked in; stop() removes the link.
+            parent = _open_dir(base, parts[:-1], replace_files=in_copy)
+            try:
+                name = parts[-1]
+                try:
+                    found = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+                except FileNotFoundError:
+                    found = 0
+                if stat.S_ISLNK(found):
+                    os.unlink(name, dir_fd=parent)
+                elif stat.S_ISDIR(found) and not os.listdir(os.path.join(base, *parts)):
+                    os.rmdir(name, dir_fd=parent)
+                elif found and not in_copy:
+                    self.log.warning("Not linking %s: %s exists in the volume", host, mount)
+                    continue
+                elif stat.S_ISDIR(found):
+                    shutil.rmtree(os.path.join(base, *parts))
+                elif found:
+                    os.unlink(name, dir_fd=parent)
+                os.symlink(host, name, target_is_directory=True, dir_fd=parent)
+                self.links = [*self.links, os.path.join(base, *parts)]
+            finally:
+                os.close(parent)
+
+    def _bwrap_args(self, bwrap: str, options: LaunchOptions) -> list[str]:
+        args = [bwrap, "--die-with-parent", "--unshare-all", "--share-net", "--new-session"]
+        # A private /tmp: a tmpfs in the sandbox's own mount namespace, not the host's /tmp.
+        args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+        args += ["--tmpfs", "/tmp"]  # noqa: S108
+        for hidden in self.sandbox_hide:
+            if os.path.isdir(hidden) and not os.path.islink(hidden):
+                args += ["--tmpfs", hidden]
+            elif os.path.isfile(hidden):
+                args += ["--ro-bind", "/dev/null", hidden]
+        args += ["--ro-bind", options.env_path, options.env_path]
+        args += ["--bind", options.workdir, options.workdir]
+        for host, mount in options.volumes:
+            args += ["--bind", host, f"{options.workdir}/{mount}"]
+        return [*args, "--chdir", options.workdir, "--"]
+
+    def _create_cgroups(self, options: LaunchOptions) -> str:
+        """Create this server's cgroups (or arrange RLIMIT_AS); say which limits apply."""
+        name = _safe_name(self.user.name, self.name)
+        wanted: list[tuple[str, dict[str, int]]] = [
+            ("memory", {"memory.limit_in_bytes": options.memory_bytes}),
+            ("pids", {"pids.max": options.max_processes}),
+        ]
+        if options.cpu:
+            quota = int(options.cpu * 100_000)
+            wanted.append(("cpu", {"cpu.cfs_period_us": 100_000, "cpu.cfs_quota_us": quota}))
+        applied: list[str] = []
+        dirs: list[str] = []
+        for controller, files in wanted:
+            base = Path(self.cgroup_root, controller)
+            directory = base / self.cgroup_parent / name
+            try:
+                if not os.access(base, os.W_OK):
+                    raise PermissionError(f"{base} is not writable")
+                if directory.exists():
+                    self._empty_cgroup(directory)  # left by a hub that died
+                directory.mkdir(parents=True, exist_ok=True)
+                for filename, value in files.items():
+                    (directory / filename).write_text(str(value))
+            except OSError as exc:
+                self.log.info("No %s cgroup for %s: %s", controller, self._log_name, exc)
+                continue
+            dirs.append(str(directory))
+            applied.append(controller)
+        self.cgroup_dirs = dirs
+        limits = []
+        if "memory" in applied:
+            limits.append(f"cgroup memory {options.memory_bytes}")
+        else:
+            self._rlimit_as = options.memory_bytes
+            limits.append(f"RLIMIT_AS {options.memory_bytes}")
+        if "pids" in applied:
+            limits.append(f"cgroup pids {options.max_processes}")
+        else:
+            limits.append("no process limit (pids cgroup not writable)")
+        if options.cpu:
+            limits.append(f"cgroup cpu {options.cpu}" if "cpu" in applied else "no cpu limit")
+        return ", ".join(limits)
+
+    def make_preexec_fn(self, name: str) -> Callable[[], None]:
+        procs = [os.path.join(d, "cgroup.procs") for d in self.cgroup_dirs]
+        rlimit_as = self._rlimit_as
+
+        def preexec() -> None:  # runs in the child, before exec: join the cgroups first
+            pid = str(os.getpid()).encode()
+            for path in procs:
+                fd = os.open(path, os.O_WRONLY)
+                try:
+                    os.write(fd, pid)
+                finally:
+                    os.close(fd)
+            if rlimit_as:
+                resource.setrlimit(resource.RLIMIT_AS, (rlimit_as, rlimit_as))
+
+        return preexec
+
+    def _pump_output(self, fd: int) -> None:
+        """Forward the server's output to the hub log, keeping the tail for error messages."""
+        token = self.api_token or ""
+        with open(fd, "rb") as stream:
+            for raw in stream:
+                line = raw.decode(errors="replace").rstrip()
+                if token:
+                    line = line.replace(token, "[token]")
+                self._output.append(line)
+                self.log.info("[%s] %s", self._log_name, line)
+
+    async def start(self) -> tuple[str, int]:
+        options: LaunchOptions | None = self.launch_options
+        if options is None:
+            raise web.HTTPError(400, "Servers start only with launch options from the portal")
+        self._events.clear()
+        self._output.clear()
+        self._rlimit_as = 0
+        started = time.monotonic()
+        read_fd = -1
+        try:
+            self._event(10, "Preparing the working copy")
+            prefix = await asyncio.to_thread(self._prepare_working_copy, options)
+            bwrap = self._use_sandbox()
+            await asyncio.to_thread(self._prepare_mounts, options, bwrap is not None)
+            limits = await asyncio.to_thread(self._create_cgroups, options)
+            sandbox = "bubblewrap" if bwrap else "no sandbox"
+            self.log.info("Starting %s (%s; limits: %s)", self._log_name, sandbox, limits)
+            self._event(30, f"Starting the server ({sandbox}; {limits})")
+            singleuser = os.path.join(options.env_path, "bin", "jupyterhub-singleuser")
+            self.cmd = [*(self._bwrap_args(bwrap, options) if bwrap else []), *prefix, singleuser]
+            read_fd, write_fd = os.pipe()
+            self.popen_kwargs = {
+                "cwd": options.workdir,
+                "stdin": subprocess.DEVNULL,  # SIGINT must not wait on a tty prompt
+                "stdout": write_fd,
+                "stderr": write_fd,
+            }
+            try:
+                address: tuple[str, int] = await super().start()
+            finally:
+                os.close(write_fd)
+            self._pump = threading.Thread(target=self._pump_output, args=(read_fd,), daemon=True)
+            self._pump.start()
+            read_fd = -1
+            await self._wait_until_listening(*address)
+        except BaseException:
+            if read_fd >= 0:
+                os.close(read_fd)
+            await self._abort()
+            raise
+        self.server_pid = _main_process(self.pid)
+        self.log.info("%s is listening after %.2fs", self._log_name, time.monotonic() - started)
+        self._event(90, "Server is up")
+        return address
+
+    async def _wait_until_listening(self, ip: str, port: int) -> None:
+        """Poll the port every ``readiness_interval`` instead of the hub's back-off."""
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            status = self.proc.poll()
+            if status is not None:
+                if self._pump is not None:  # let the last lines in (bounded: orphans may linger)
+                    await asyncio.to_thread(self._pump.join, 2)
+                tail = "\n".join(list(self._output)[-5:])
+                raise RuntimeError(f"The server exited ({status}) before it was ready:\n{tail}")
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 1)
+            except (TimeoutError, OSError):
+                pass
+            else:
+                writer.close()
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"The server did not listen within {self.start_timeout}s")
+            await asyncio.sleep(self.readiness_interval)
+
+    async def _abort(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            await asyncio.to_thread(self.proc.wait, 10)
+        await asyncio.to_thread(self._release)
+
+    # -- stop --------------------------------------------------------------------------------
+
+    async def _signal(self, sig: int) -> bool:
+        # bwrap does not forward signals: a graceful stop signals the server inside it.
+        inner = self.server_pid
+        if sig and inner and inner != self.pid and self.pid in self._ancestors(inner):
+            try:
+                os.kill(inner, sig)
+                return True
+            except ProcessLookupError:
+                pass
+        result: bool = await super()._signal(sig)
+        return result
+
+    @staticmethod
+    def _ancestors(pid: int) -> list[int]:
+        found = []
+        for _ in range(6):
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as fh:
+                    pid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                break
+            found.append(pid)
+        return found
+
+    async def stop(self, now: bool = False) -> None:
+        try:
+            await super().stop(now=now)
+        finally:
+            await asyncio.to_thread(self._release)
+
+    async def run_post_stop_hook(self) -> None:
+        # The hub calls this after every stop, including when its poll found the server
+        # already dead (then stop() is not called): the place to release host resources.
+        await asyncio.to_thread(self._release)
+        self._events.clear()
+        await maybe_future(super().run_post_stop_hook())
+
+    @staticmethod
+    def _empty_cgroup(directory: Path, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                pids = [int(p) for p in (directory / "cgroup.procs").read_text().split()]
+            except FileNotFoundError:
+                return
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"processes in {directory} did not exit")
+            time.sleep(0.05)
+
+    def _release(self) -> None:
+        """Kill whatever is left in this server's cgroups, remove them and the volume links."""
+        for link in self.links:
+            if os.path.islink(link):
+                os.unlink(link)
+        self.links = []
+        remaining = []
+        for directory in self.cgroup_dirs:
+            path = Path(directory)
+            try:
+                self._empty_cgroup(path)
+                if path.exists():
+                    path.rmdir()
+            except OSError as exc:
+                self.log.error("Could not remove cgroup %s: %s", path, exc)
+                remaining.append(directory)
+        self.cgroup_dirs = remaining
+
+
+__all__ = [
+    "DEFAULT_TTL",
+    "BinderySpawner",
+    "InvalidLaunchOptions",
+    "LaunchOptions",
+    "sign_user_options",
+    "signing_key",
+    "verify_user_options",
+]

@@ -1,0 +1,188 @@
+"""The JupyterHub configuration, generated from the portal's settings.
+
+``manage.py runhub`` writes it to ``BINDERY_HUB_DIR/jupyterhub_config.py`` (mode 0600: it
+holds the portal's service token, the launch-signing key and the proxy token) and runs the
+hub with it. The hub:
+
+- serves users through its proxy on ``BINDERY_HUB_BIND`` (public URL ``BINDERY_HUB_URL``) and
+  its REST API on its own port, ``BINDERY_HUB_API_BIND``: the portal calls the API there
+  because the Python configurable-http-proxy holds back streamed responses (``/progress``);
+- keeps its state (sqlite, cookie secret, proxy token, pid files) in ``BINDERY_HUB_DIR``;
+- knows one service, the portal, whose token holds only :data:`PORTAL_SCOPES`;
+- has no login: users reach their servers with per-session, server-scoped tokens the portal
+  mints (``?token=`` is allowed on the servers for the first visit);
+- runs ``apps.sessions.spawner.BinderySpawner``, which accepts only launch options signed
+  with a key derived from the portal's token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+PORTAL_SERVICE = "bindery-portal"
+
+# Exactly what the portal does through the hub, and nothing more:
+PORTAL_SCOPES = (
+    # create users (POST /users/{name}; no narrower scope exists), delete temporary ones,
+    # list users with their servers and read last_activity. Non-admins cannot grant admin.
+    "admin:users",
+    "read:servers",  # server models, /progress
+    "start:servers",  # start named servers with user_options
+    "delete:servers",  # stop and remove them
+    "tokens",  # mint and revoke per-session server-scoped tokens for users
+)
+# Deliberately absent: access:servers (the portal never uses a user's server),
+# admin:server_state, admin:groups, admin:services / list:services, read:hub, proxy, shutdown.
+
+CONFIG_NAME = "jupyterhub_config.py"
+# Host files a server (root without capabilities inside bubblewrap) could otherwise read.
+HOST_SECRETS = (Path("/etc/shadow"), Path("/etc/gshadow"), Path("/etc/ssh"), Path("/root/.ssh"))
+
+
+def _outermost(paths: list[Path]) -> list[Path]:
+    """The paths without those inside another one (hidden already), in a stable order."""
+    unique = sorted(set(paths), key=lambda p: (len(p.parts), str(p)))
+    kept: list[Path] = []
+    for path in unique:
+        if not any(path.is_relative_to(outer) for outer in kept):
+            kept.append(path)
+    return kept
+
+
+def split_bind(bind: str) -> tuple[str, int]:
+    """``"127.0.0.1:8001"`` → ``("127.0.0.1", 8001)``."""
+    host, _, port = bind.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def proxy_api_bind() -> str:
+    """Where the proxy's own API listens (only the hub talks to it): the public port + 1
+    unless ``BINDERY_HUB_PROXY_API_BIND`` is set."""
+    explicit = getattr(settings, "BINDERY_HUB_PROXY_API_BIND", "")
+    if explicit:
+        return str(explicit)
+    host, port = split_bind(settings.BINDERY_HUB_BIND)
+    return f"{host}:{port + 1}"
+
+
+def proxy_command(path: str | None = None) -> list[str]:
+    """The npm ``configurable-http-proxy`` when on PATH (it streams responses), else the
+    absolute path of the Python one in this virtualenv (never on PATH unless activated)."""
+    venv_proxy = Path(sys.executable).parent / "configurable-http-proxy"
+    found = shutil.which("configurable-http-proxy", path=path)
+    if found and Path(found).resolve() != venv_proxy.resolve():
+        return [found]
+    return [str(venv_proxy)]
+
+
+def _local_secret(path: Path) -> str:
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def hub_config() -> dict[str, dict[str, Any]]:
+    """The configuration as ``{section: {trait: value}}``, values plain Python literals."""
+    # imported here: the spawner module loads JupyterHub, which runhub's checks do not need
+    from apps.sessions.spawner import signing_key
+
+    hub_dir = Path(settings.BINDERY_HUB_DIR).resolve()
+    hub_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    var_dir = Path(settings.VAR_DIR).resolve()
+    roots = {
+        "envs_dir": Path(settings.BINDERY_ENVS_DIR).resolve(),
+        "checkouts_dir": Path(settings.BINDERY_CHECKOUTS_DIR).resolve(),
+        "sessions_dir": Path(settings.BINDERY_SESSIONS_DIR).resolve(),
+        "volumes_dir": Path(settings.BINDERY_VOLUMES_DIR).resolve(),
+    }
+    # Inside the sandbox the root is read-only but visible: hide the portal's state and
+    # secrets, other sessions' working copies, volumes, checkouts and environments.
+    hidden = [var_dir, hub_dir, *roots.values(), Path(settings.BINDERY_UV_CACHE_DIR).resolve()]
+    hidden += [Path(settings.BASE_DIR).resolve() / ".env", *HOST_SECRETS]
+    installation = hashlib.sha256(str(hub_dir).encode()).hexdigest()[:8]
+    return {
+        "JupyterHub": {
+            "bind_url": f"http://{settings.BINDERY_HUB_BIND}/",
+            "public_url": settings.BINDERY_HUB_URL.rstrip("/") + "/",
+            "hub_bind_url": f"http://{settings.BINDERY_HUB_API_BIND}",
+            "db_url": f"sqlite:///{hub_dir / 'jupyterhub.sqlite'}",
+            "cookie_secret_file": str(hub_dir / "jupyterhub_cookie_secret"),
+            "pid_file": str(hub_dir / "jupyterhub.pid"),
+            "authenticator_class": "null",
+            "allow_named_servers": True,
+            "named_server_limit_per_user": 0,
+            "spawner_class": "apps.sessions.spawner.BinderySpawner",
+            "tornado_settings": {"slow_spawn_timeout": 0},
+            "last_activity_interval": 60,
+            "cleanup_servers": True,
+            "services": [{"name": PORTAL_SERVICE, "api_token": settings.BINDERY_HUB_TOKEN}],
+            "load_roles": [
+                {
+                    "name": PORTAL_SERVICE,
+                    "description": "The Bindery portal: users, named servers, their tokens.",
+                    "scopes": list(PORTAL_SCOPES),
+                    "services": [PORTAL_SERVICE],
+                }
+            ],
+        },
+        "ConfigurableHTTPProxy": {
+            "command": proxy_command(),
+            "api_url": f"http://{proxy_api_bind()}",
+            "auth_token": _local_secret(hub_dir / "proxy_token"),
+            "pid_file": str(hub_dir / "proxy.pid"),
+        },
+        "Spawner": {
+            # JupyterHub >= 5 ignores ?token= on servers without this; the portal's ready
+            # URL carries the session's server-scoped token for the first visit.
+            "environment": {
+                "JUPYTERHUB_ALLOW_TOKEN_IN_URL": "1",
+                "JUPYTERHUB_ACTIVITY_INTERVAL": "60",
+            },
+            "start_timeout": 120,
+            "http_timeout": 60,
+            "poll_interval": 5,
+        },
+        "LocalProcessSpawner": {"interrupt_timeout": 10, "term_timeout": 5},
+        "BinderySpawner": {
+            "signing_key_hex": signing_key(settings.BINDERY_HUB_TOKEN).hex(),
+            **{name: str(path) for name, path in roots.items()},
+            "sandbox": settings.BINDERY_SANDBOX,
+            "sandbox_hide": [str(p) for p in _outermost(hidden)],
+            "cgroup_parent": f"bindery-{installation}",
+        },
+    }
+
+
+def render_hub_config(config: dict[str, dict[str, Any]]) -> str:
+    """The config as a JupyterHub config file (Python), values written as literals."""
+    lines = [
+        "# Generated by `manage.py runhub` from the portal's settings; edits are overwritten.",
+        "import sys",
+        "",
+        f"sys.path.insert(0, {str(Path(settings.BASE_DIR).resolve())!r})  # the spawner",
+        "c = get_config()  # noqa: F821",
+    ]
+    for section, values in config.items():
+        lines.append("")
+        lines += [f"c.{section}.{name} = {value!r}" for name, value in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_hub_config() -> Path:
+    """Write the config under BINDERY_HUB_DIR (0700 directory, 0600 file); return its path."""
+    text = render_hub_config(hub_config())
+    path = Path(settings.BINDERY_HUB_DIR).resolve() / CONFIG_NAME
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.touch(mode=0o600)
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
