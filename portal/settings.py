@@ -21,6 +21,7 @@ if (BASE_DIR / ".env").is_file():
     environ.Env.read_env(BASE_DIR / ".env")
 
 PRODUCTION = env.str("BINDERY_ENV", default="development") == "production"
+TESTING = "pytest" in sys.modules
 
 
 def _path(name: str, default: Path) -> Path:
@@ -144,13 +145,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # that waits, as web, worker and beat do.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    # Tests run workers in threads: connections closed after each task leave none behind.
+    DATABASES["default"]["CONN_MAX_AGE"] = (
+        0 if TESTING else env.int("DATABASE_CONN_MAX_AGE", default=60)
+    )
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 # --- Redis: broker, channel layer, cache -------------------------------------------------
 REDIS_EMBEDDED = not env.str("REDIS_URL", default="")
 # Each test run gets its own embedded server, so parallel runs never stop each other's.
-TESTING = "pytest" in sys.modules
 REDIS_SOCKET = VAR_DIR / "redis" / (f"test-{os.getpid()}.sock" if TESTING else "redis.sock")
 REDIS_URL = env.str("REDIS_URL", default="") or f"unix://{REDIS_SOCKET}"
 if PRODUCTION and REDIS_EMBEDDED:
@@ -173,7 +176,12 @@ CHANNEL_LAYERS = {
 }
 
 # --- Celery -------------------------------------------------------------------------------
-CELERY_BROKER_URL = f"redis+socket://{REDIS_SOCKET}" if REDIS_EMBEDDED else REDIS_URL
+# kombu names unix sockets redis+socket://; everything else takes redis:// or unix:// as is.
+CELERY_BROKER_URL = (
+    "redis+socket://" + REDIS_URL.removeprefix("unix://")
+    if REDIS_URL.startswith("unix://")
+    else REDIS_URL
+)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_KEY_PREFIX}:celery:"}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SERIALIZER = "json"

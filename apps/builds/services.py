@@ -270,6 +270,10 @@ def _credentials(build: Build) -> tuple[GitCredential, ...]:
     from apps.repos.services import load_git_credential
 
     if build.credential_id is None:
+        if build.scope:  # a private build whose credential was deleted since
+            from apps.repos.errors import CredentialGone
+
+            raise CredentialGone()
         return ()
     return (load_git_credential(build.credential_id),)
 

@@ -39,7 +39,7 @@ def environment_keys_in_use() -> set[str]:
 
 
 def volumes_for(user: Any) -> QuerySet[Volume]:
-    """The user's home volume and the volumes of their teams."""
+    """The user's home volume and the volumes of their teams (see services.ensure_volumes)."""
     if not getattr(user, "is_authenticated", False):
         return Volume.objects.none()
     return Volume.objects.filter(Q(user=user) | Q(team__memberships__user=user)).select_related(

@@ -483,6 +483,17 @@ def home_volume(user: User | None) -> Volume:
     return volume
 
 
+def ensure_volumes(user: User) -> None:
+    """Every user has a home volume and sees one volume per team (rows only; directories
+    are made when a session first mounts them)."""
+    from apps.teams.models import Team as TeamModel
+
+    home_volume(user)
+    missing = TeamModel.objects.filter(memberships__user=user, volume__isnull=True)
+    for team in missing:
+        team_volume(team)
+
+
 def team_volume(team: Team) -> Volume:
     volume, _ = Volume.objects.get_or_create(team=team)
     return volume

@@ -120,7 +120,7 @@ def session_stop(request: HttpRequest, session_id: int) -> HttpResponse:
 @login_required
 def volumes(request: HttpRequest) -> HttpResponse:
     user = current_user(request)
-    services.home_volume(user)
+    services.ensure_volumes(user)
     rows = [services.measure_volume(v) for v in selectors.volumes_for(user)]
     in_use = {v.pk: selectors.volume_in_use(v) for v in rows}
     return render(request, "sessions/volumes.html", {"volumes": rows, "in_use": in_use})

@@ -33,7 +33,12 @@ def receipt_for(build: Build) -> dict[str, Any] | None:
         "warnings": list(result.get("warnings", [])),
         "reused": bool(result.get("reused")),
         "start_script": result.get("start_script", ""),
-        "durations": dict(result.get("durations", {})),
+        # the steps that took time; "total" is the build's duration
+        "durations": {
+            step: seconds
+            for step, seconds in result.get("durations", {}).items()
+            if step != "total" and seconds >= 0.05
+        },
     }
 
 

@@ -105,7 +105,7 @@ class VolumeListView(APIView):
                    summary="My home volume and my teams' volumes")  # fmt: skip
     def get(self, request: Request) -> Response:
         user = current_user(request)
-        services.home_volume(user)  # every user has one, created on first use
+        services.ensure_volumes(user)
         return Response(VolumeSerializer(selectors.volumes_for(user), many=True).data)
 
 

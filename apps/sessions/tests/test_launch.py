@@ -99,7 +99,7 @@ def test_launch_build_run_persist_stop_relaunch(portal, token_client, alice, rep
 
     # a kernel imports the repository's requirement and writes into the persistent volume
     state, out = run_code(base, token, "import tabulate, os\n"
-                          "open('persistent/notes.txt', 'w').write('kept')\n"
+                          "with open('persistent/notes.txt', 'w') as f: f.write('kept')\n"
                           "print(tabulate.__version__, os.environ['BINDER_REQUEST'])")  # fmt: skip
     assert state == "ok", out
     assert out.split() == ["0.9.0", f"v2/git/{quote(repo.url, safe='')}/main"]
