@@ -283,3 +283,33 @@ def test_anonymous_launch_when_allowed(portal, client, repo, settings):
     assert Client().get(f"/sessions/{session.pk}/open/").status_code == 404  # another visitor
     client.post(f"/sessions/{session.pk}/stop/")
     wait_status(session.pk, "stopped", timeout=60)
+
+
+def test_team_launch_mounts_the_team_volume(portal, token_client, alice, repo):
+    from apps.teams.models import Membership, Role, Team
+
+    team = Team.objects.create(name="Lab", slug="lab")
+    bob = UserFactory(username="bob")
+    for person in (alice, bob):
+        Membership.objects.create(team=team, user=person, role=Role.MEMBER)
+    created = token_client(alice).post(
+        "/api/v1/sessions/", {"repo_url": repo.url, "team": "lab"}, format="json"
+    )
+    session = wait_status(created.json()["id"], "ready")
+    base, token = open_base(session)
+    state, out = run_code(base, token, "with open('persistent/teams/lab/shared.txt', 'w') as f:"
+                          " f.write('for the lab')")  # fmt: skip
+    assert state == "ok", out
+    services.request_stop(session)
+    wait_status(session.pk, "stopped", timeout=60)
+    # another member launching for the team finds it; an outsider cannot launch for the team
+    bobs = wait_status(services.launch(bob, repo_url=repo.url, team=team).pk, "ready")
+    base, token = open_base(bobs)
+    state, out = run_code(base, token, "print(open('persistent/teams/lab/shared.txt').read())")
+    assert (state, out.strip()) == ("ok", "for the lab")
+    outsider = token_client(UserFactory(username="eve"))
+    refused = outsider.post("/api/v1/sessions/", {"repo_url": repo.url, "team": "lab"},
+                            format="json")  # fmt: skip
+    assert refused.status_code == 404
+    services.request_stop(bobs)
+    wait_status(bobs.pk, "stopped", timeout=60)

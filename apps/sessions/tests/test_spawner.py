@@ -8,13 +8,11 @@ import os
 import shutil
 import signal
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-import websocket
 
 from apps.sessions.hub import HubClient, HubError
 from apps.sessions.spawner import (
@@ -33,6 +31,7 @@ from apps.sessions.tests.conftest import (
     server_processes,
     wait_for,
 )
+from apps.sessions.tests.jupyter import run_code
 
 KEY = signing_key("a-portal-hub-token")
 PAYLOAD = LaunchOptions(
@@ -194,49 +193,14 @@ def test_a_kernel_runs_code_in_the_session(
     launch = running_server.launch
     token, _ = hub_client.create_server_token(launch.user, launch.server, expires_in=600)
     base = f"{hub.public_url}/user/{launch.user}/{launch.server}"
-    auth = {"Authorization": f"token {token}"}
-    kernel = requests.post(f"{base}/api/kernels", headers=auth, json={"name": "python3"})
-    assert kernel.status_code == 201, kernel.text
-    ws_url = base.replace("http://", "ws://") + f"/api/kernels/{kernel.json()['id']}/channels"
-    ws = websocket.create_connection(ws_url, header=[f"Authorization: token {token}"], timeout=60)
-    msg_id = uuid.uuid4().hex
     code = (
         "import os\n"
-        "open('persistent/from-kernel.txt', 'w').write(os.environ['BINDER_REQUEST'])\n"
+        "with open('persistent/from-kernel.txt', 'w') as f: f.write(os.environ['BINDER_REQUEST'])\n"
         "print(os.getcwd())"
     )
-    ws.send(
-        json.dumps(
-            {
-                "header": {
-                    "msg_id": msg_id,
-                    "msg_type": "execute_request",
-                    "session": uuid.uuid4().hex,
-                    "username": "",
-                    "version": "5.3",
-                    "date": "",
-                },
-                "parent_header": {},
-                "metadata": {},
-                "content": {"code": code, "silent": False, "allow_stdin": False},
-                "channel": "shell",
-                "buffers": [],
-            }
-        )
-    )
-    output, status = [], None
-    while status is None:
-        message = json.loads(ws.recv())
-        if message.get("parent_header", {}).get("msg_id") != msg_id:
-            continue
-        if message["msg_type"] == "stream":
-            output.append(message["content"]["text"])
-        elif message["msg_type"] == "execute_reply":
-            status = message["content"]["status"]
-    ws.close()
-    requests.delete(f"{base}/api/kernels/{kernel.json()['id']}", headers=auth)
+    status, output = run_code(base, token, code)
     assert status == "ok"
-    assert "".join(output).strip() == launch.options.workdir
+    assert output.strip() == launch.options.workdir
     assert (launch.volume / "from-kernel.txt").read_text() == "v2/gh/org/repo/main"
 
 
