@@ -70,3 +70,23 @@ def git_host(git_server: Any, settings: Any) -> Any:
     """The git server, with its host:port allowed although it is on loopback."""
     settings.BINDERY_ALLOWED_GIT_HOSTS = [git_server.host]
     return git_server
+
+
+@pytest.fixture
+def crew(db):
+    """A team with an owner, an admin and a member, and an outsider (role tests)."""
+    from types import SimpleNamespace
+
+    from apps.accounts.tests.factories import UserFactory
+    from apps.teams.models import Membership, Role, Team
+
+    team = Team.objects.create(name="Ocean Lab", slug="ocean-lab")
+    people = SimpleNamespace(team=team)
+    for role in (Role.OWNER, Role.ADMIN, Role.MEMBER):
+        user = UserFactory(username=role.value)
+        setattr(people, role.value, user)
+        membership = Membership.objects.create(team=team, user=user, role=role)
+        setattr(people, f"{role.value}_m", membership)
+    people.outsider = UserFactory(username="outsider")
+    people.anonymous = None
+    return people

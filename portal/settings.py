@@ -343,7 +343,7 @@ BINDERY_ALLOWED_GIT_HOSTS = [h.lower() for h in env.list("BINDERY_ALLOWED_GIT_HO
 BINDERY_BANNED_SPECS: dict[str, list[str]] = env.json("BINDERY_BANNED_SPECS", default={})
 BINDERY_ALLOWED_SPECS: dict[str, list[str]] = env.json("BINDERY_ALLOWED_SPECS", default={})
 # Where the hosted providers live (override for GitHub Enterprise, self-hosted GitLab...).
-BINDERY_PROVIDER_URLS: dict[str, str] = {
+BINDERY_DEFAULT_PROVIDER_URLS: dict[str, str] = {
     "gh": "https://github.com",
     "gist": "https://gist.github.com",
     "gl": "https://gitlab.com",
@@ -352,6 +352,9 @@ BINDERY_PROVIDER_URLS: dict[str, str] = {
     "hydroshare": "https://www.hydroshare.org",
     "swhid": "https://archive.softwareheritage.org/api/1",
     "doi": "https://doi.org",
+}
+BINDERY_PROVIDER_URLS: dict[str, str] = {
+    **BINDERY_DEFAULT_PROVIDER_URLS,
     **env.json("BINDERY_PROVIDER_URLS", default={}),
 }
 BINDERY_GIT_TIMEOUT = env.int("BINDERY_GIT_TIMEOUT", default=60)

@@ -14,26 +14,13 @@ import socket
 import subprocess
 import uuid
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import responses
-
-from apps.accounts.tests.factories import UserFactory
-from apps.teams.models import Membership, Role, Team
+from django.conf import settings as django_settings
 
 RECORDED = Path(__file__).parent / "recorded"
-DEFAULT_PROVIDER_URLS = {
-    "gh": "https://github.com",
-    "gist": "https://gist.github.com",
-    "gl": "https://gitlab.com",
-    "zenodo": "https://zenodo.org",
-    "figshare": "https://api.figshare.com/v2",
-    "hydroshare": "https://www.hydroshare.org",
-    "swhid": "https://archive.softwareheritage.org/api/1",
-    "doi": "https://doi.org",
-}
 
 
 def recorded_json(name: str) -> Any:
@@ -45,24 +32,9 @@ def recorded_file(name: str) -> bytes:
 
 
 @pytest.fixture
-def crew(db):
-    """A team with an owner, an admin and a member, and an outsider."""
-    team = Team.objects.create(name="Ocean Lab", slug="ocean-lab")
-    people = SimpleNamespace(team=team)
-    for role in (Role.OWNER, Role.ADMIN, Role.MEMBER):
-        user = UserFactory(username=role.value)
-        setattr(people, role.value, user)
-        membership = Membership.objects.create(team=team, user=user, role=role)
-        setattr(people, f"{role.value}_m", membership)
-    people.outsider = UserFactory(username="outsider")
-    people.anonymous = None
-    return people
-
-
-@pytest.fixture
 def provider_urls(settings):
     """The real providers' base URLs (whatever the environment says)."""
-    settings.BINDERY_PROVIDER_URLS = dict(DEFAULT_PROVIDER_URLS)
+    settings.BINDERY_PROVIDER_URLS = dict(django_settings.BINDERY_DEFAULT_PROVIDER_URLS)
     settings.BINDERY_ALLOWED_GIT_HOSTS = []
     settings.BINDERY_BANNED_SPECS = {}
     settings.BINDERY_ALLOWED_SPECS = {}
@@ -73,7 +45,7 @@ def provider_urls(settings):
 def hosted_on_git_server(git_host, settings):
     """gh, gl and gist served by the loopback git server (git_host allows its host:port)."""
     settings.BINDERY_PROVIDER_URLS = {
-        **DEFAULT_PROVIDER_URLS,
+        **django_settings.BINDERY_DEFAULT_PROVIDER_URLS,
         "gh": git_host.base_url,
         "gl": git_host.base_url,
         "gist": git_host.base_url,
