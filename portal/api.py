@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest
-from rest_framework import exceptions, status
+from rest_framework import exceptions
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -72,13 +72,6 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 class Pagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 200
-
-
-def error_response(error: BinderyError) -> Response:
-    return Response(error.as_dict(), status=error.status)
-
-
-HTTP_201 = status.HTTP_201_CREATED
 
 
 def current_user(request: HttpRequest | Request) -> User:

@@ -110,10 +110,6 @@ def launch(
     launching; follow its events. Raises the repos errors for bad or forbidden input,
     QuotaExceeded (429) before any work starts."""
     resolved, credential = resolve_input(user, spec=spec, repo_url=repo_url, ref=ref, team=team)
-    if user is None and credential is not None:
-        raise InvalidInput(
-            "Anonymous launches are for public repositories.", code="SIGN_IN_REQUIRED"
-        )
     with transaction.atomic():
         admission = admit(user, team, anonymous_owner=anonymous_owner)
         requested: BuildRequested = request_build(resolved, user, team=team, credential=credential)

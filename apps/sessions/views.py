@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Any
 from urllib.parse import urlencode
@@ -166,7 +165,3 @@ def launch_link(request: HttpRequest) -> JsonResponse:
         "markdown": f"[![Binder]({badge})]({link})",
         "rst": f".. image:: {badge}\n :target: {link}",
     })  # fmt: skip
-
-
-def json_script_safe(value: Any) -> str:
-    return json.dumps(value).replace("<", "\\u003c")

@@ -19,7 +19,11 @@
       resume: (lastLine) => "after_line=" + lastLine + "&after_event=" + lastEvent,
       onEvent(item, term) {
         if (item.kind === "log") {
-          if (!failed) BinderyLog.setPhase(bar, phaseOf(item));
+          if (failed) return;
+          const phase = phaseOf(item);
+          BinderyLog.setPhase(bar, phase);
+          $("launch-message").textContent = phase === "fetching"
+            ? "Fetching the repository…" : "Building the environment (this happens once per set of dependencies)…";
         } else if (item.kind === "event") {
           if (item.n <= lastEvent) return;
           lastEvent = item.n;

@@ -1,0 +1,75 @@
+"""Admission refuses a launch before any work starts, with which limit, used and allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from apps.accounts.tests.factories import UserFactory
+from apps.builds.models import Build
+from apps.quotas.models import QuotaPolicy
+from apps.quotas.services import parse_size
+from apps.sessions.models import Session
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def repo(git_host):
+    import uuid
+
+    return git_host.create_repo(f"org/quota-{uuid.uuid4().hex[:8]}", {"requirements.txt": ""})
+
+
+def running_session(user):
+    build = Build.objects.create(
+        provider="git", spec="x", repo_url="x", repo_slug="x", display_name="x",
+        resolved_ref="0" * 40, resolved={}, build_key=f"k{user.pk}", status="ready",
+    )  # fmt: skip
+    return Session.objects.create(user=user, build=build, hub_user=user.hub_name,
+                                  provider="git", spec="x", status="ready")  # fmt: skip
+
+
+def test_over_the_default_limit_is_429(token_client, repo, settings):
+    settings.BINDERY_MAX_SESSIONS_PER_USER = 1
+    user = UserFactory()
+    running_session(user)
+    response = token_client(user).post("/api/v1/sessions/", {"repo_url": repo.url}, format="json")
+    assert response.status_code == 429
+    body = response.json()
+    assert (body["error"], body["limit"], body["used"], body["allowed"]) == (
+        "QUOTA_EXCEEDED", "sessions", 1, 1)  # fmt: skip
+    assert Session.objects.filter(user=user).count() == 1
+    assert Build.objects.filter(repo_url=repo.url).count() == 0  # nothing started
+
+
+def test_a_user_policy_overrides_the_default(token_client, repo, settings):
+    settings.BINDERY_MAX_SESSIONS_PER_USER = 1
+    user = UserFactory()
+    QuotaPolicy.objects.create(user=user, max_sessions=2, memory_bytes=parse_size("512M"))
+    running_session(user)
+    response = token_client(user).post("/api/v1/sessions/", {"repo_url": repo.url}, format="json")
+    assert response.status_code == 201, response.json()
+    assert response.json()["memory_bytes"] == 512 * 1024**2
+
+
+def test_ended_sessions_do_not_count(token_client, repo, settings):
+    settings.BINDERY_MAX_SESSIONS_PER_USER = 1
+    user = UserFactory()
+    ended = running_session(user)
+    Session.objects.filter(pk=ended.pk).update(status="stopped")
+    response = token_client(user).post("/api/v1/sessions/", {"repo_url": repo.url}, format="json")
+    assert response.status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("2G", 2 * 1024**3),
+        ("512M", 512 * 1024**2),
+        ("1.5K", 1536),
+        ("4096", 4096),
+        ("1Gi", 1024**3),
+    ],
+)
+def test_parse_size(text, size):
+    assert parse_size(text) == size
