@@ -110,7 +110,7 @@ def warm(work: Path, requirements: Path) -> None:
 
 
 def measure(
-    work: Path, requirements: Path, rounds: int
+    work: Path, builds: Path, requirements: Path, rounds: int
 ) -> tuple[dict[str, list[float]], list[float]]:
     server = GitServer()
     repo = server.create_repo("bench", {"requirements.txt": REQUIREMENTS, "a.ipynb": "{}\n"})
@@ -121,7 +121,7 @@ def measure(
     overheads: list[float] = []
     try:
         for n in range(rounds):
-            settings.BINDERY_ENVS_DIR = work / f"envs-{n}"
+            settings.BINDERY_ENVS_DIR = builds / f"envs-{n}"
             settings.BINDERY_CHECKOUTS_DIR = work / f"checkouts-{n}"
             # The portal and the bare build swap places every round (on a busy machine the
             # first build of a round can run slower); the no-bytecode figure is for scale.
@@ -137,11 +137,11 @@ def measure(
                     assert reused
                     times["reuse"].append(again)
                 else:
-                    target = work / f"{kind}-{n}"
+                    target = builds / f"{kind}-{n}"
                     seconds = bare(target, requirements, compile_bytecode=kind == "bare")
                     shutil.rmtree(target)
                 times[kind].append(seconds)
-            shutil.rmtree(work / f"envs-{n}")
+            shutil.rmtree(builds / f"envs-{n}")
             shutil.rmtree(work / f"checkouts-{n}")
             print(
                 f"round {n + 1} ({' → '.join(order)}): "
@@ -157,15 +157,20 @@ def measure(
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 6
     work = Path(tempfile.mkdtemp(prefix="bindery-bench-", dir=settings.VAR_DIR))
+    # Environments beside the uv cache in BINDERY_BUILD_DIR, as the portal keeps them, so
+    # both the portal and the bare builds hardlink from the cache; checkouts stay outside.
+    Path(settings.BINDERY_BUILD_DIR).mkdir(parents=True, exist_ok=True)
+    builds = Path(tempfile.mkdtemp(prefix="bench-", dir=settings.BINDERY_BUILD_DIR))
     try:
         requirements = work / "requirements.txt"
         requirements.write_text(REQUIREMENTS)
         print(f"Python {default_interpreter().version}, uv cache {settings.BINDERY_UV_CACHE_DIR}")
         print("Warming the uv cache (may reach PyPI)...", flush=True)
         warm(work, requirements)
-        times, overheads = measure(work, requirements, rounds)
+        times, overheads = measure(work, builds, requirements, rounds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(builds, ignore_errors=True)
 
     median = {k: statistics.median(v) for k, v in times.items()}
     ratio = median["portal"] / median["bare"]

@@ -85,7 +85,7 @@ class Stack:
         self.env = {
             **os.environ,
             "BINDERY_VAR_DIR": str(root / "var"),
-            "BINDERY_UV_CACHE_DIR": str(ROOT / "var" / "uv-cache"),
+            "BINDERY_UV_CACHE_DIR": str(ROOT / "var" / "build" / "uv-cache"),
             "BINDERY_UV_OFFLINE": "true",
             "BINDERY_ALLOWED_GIT_HOSTS": git_host,
             "BINDERY_HUB_BIND": f"127.0.0.1:{hub_public}",

@@ -361,9 +361,11 @@ BINDERY_GIT_TIMEOUT = env.int("BINDERY_GIT_TIMEOUT", default=60)
 
 # --- Builds -------------------------------------------------------------------------------
 BINDERY_BUILD_TIMEOUT = env.int("BINDERY_BUILD_TIMEOUT", default=20 * 60)
-BINDERY_ENVS_DIR = _path("BINDERY_ENVS_DIR", VAR_DIR / "envs")
+# Environments and the uv cache; bound whole into the build sandbox (keep nothing else in it).
+BINDERY_BUILD_DIR = _path("BINDERY_BUILD_DIR", VAR_DIR / "build")
+BINDERY_ENVS_DIR = _path("BINDERY_ENVS_DIR", BINDERY_BUILD_DIR / "envs")
 BINDERY_CHECKOUTS_DIR = _path("BINDERY_CHECKOUTS_DIR", VAR_DIR / "checkouts")
-BINDERY_UV_CACHE_DIR = _path("BINDERY_UV_CACHE_DIR", VAR_DIR / "uv-cache")
+BINDERY_UV_CACHE_DIR = _path("BINDERY_UV_CACHE_DIR", BINDERY_BUILD_DIR / "uv-cache")
 # Package index for builds; offline builds use only what the uv cache holds.
 BINDERY_PACKAGE_INDEX = env.str("BINDERY_PACKAGE_INDEX", default="")
 BINDERY_UV_OFFLINE = env.bool("BINDERY_UV_OFFLINE", default=False)
@@ -371,6 +373,9 @@ BINDERY_UV_OFFLINE = env.bool("BINDERY_UV_OFFLINE", default=False)
 BINDERY_BUILD_DISK_BUDGET = env.str("BINDERY_BUILD_DISK_BUDGET", default="20G")
 # auto: bubblewrap when installed; bwrap: required; none: no sandbox.
 BINDERY_SANDBOX = env.str("BINDERY_SANDBOX", default="auto")
+# Sessions' network: auto (an own namespace with pasta where possible, else the host's
+# network with a warning), isolated (required), or shared.
+BINDERY_SESSION_NETWORK = env.str("BINDERY_SESSION_NETWORK", default="auto")
 
 # --- Sessions and the hub -----------------------------------------------------------------
 BINDERY_HUB_DIR = _path("BINDERY_HUB_DIR", VAR_DIR / "hub")

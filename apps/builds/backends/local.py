@@ -18,7 +18,8 @@
 5. Under an flock on the key: **reuse** the ready environment, or **build** it: ``uv
    venv``, one ``uv pip install --compile-bytecode`` of the repository's requirements
    plus the base packages it does not name itself, then postBuild in the checkout with
-   the environment active, sandboxed by bubblewrap when available.
+   the environment active. uv and postBuild both run in bubblewrap when available
+   (see "Sandboxes" below).
 6. **Publish** the checkout (atomic rename) and mark both as used.
 
 postBuild output and later commits: postBuild runs once per environment, in the checkout
@@ -28,6 +29,21 @@ and replayed onto the checkout of every later commit that reuses the environment
 files are copied when the new commit has no file of that name, changes and deletions of
 tracked files are applied when the new commit still has the file as postBuild found it.
 Otherwise the commit's own file wins and the build carries a warning naming it.
+
+Sandboxes: installing a package runs its build backend (``setup.py``, any sdist's build
+code), the repository's own included, so every uv command of a build runs in bubblewrap
+like postBuild does: only /usr, /etc, /opt, the interpreter and the uv binary (read-only),
+the checkout (writable, its ``.git`` read-only: git runs on the host afterwards), a private
+/tmp and the network (the package index) are there; the portal's code, settings, secrets
+and database, other checkouts and home directories are not. uv also gets the environment
+and its cache writable. It hardlinks files from its cache into environments, and link(2)
+fails (EXDEV) between two bind mounts even on one filesystem, so both must come in
+through one bind: BINDERY_BUILD_DIR, when it holds the environments directory and the
+cache and none of the portal's own directories. Otherwise the environment and the cache
+are bound each on its own and uv copies (``UV_LINK_MODE=copy``; the build log says why).
+Everything under BINDERY_BUILD_DIR is thus visible and writable to a build, other
+environments and the cache included: it isolates the portal from builds, not builds from
+each other. postBuild gets only its environment and the checkout.
 
 ``rfc3987-syntax`` is removed from every environment unless the repository asks for it:
 jsonschema imports it only to check the "iri" formats and does without it, and its import
@@ -39,6 +55,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
 import queue
 import re
@@ -72,6 +89,8 @@ from apps.repos.fetch import fetch
 from apps.repos.git import run_git
 from portal.errors import BackendError
 
+log = logging.getLogger(__name__)
+
 BUILDER_VERSION = "1"
 BASE_REQUIREMENTS_FILE = Path(__file__).with_name("base-requirements.txt")
 # jupyterhub 6.1.1 (base-requirements.txt) requires Python >= 3.10.
@@ -84,6 +103,7 @@ _PASSED_ENV = (
 )  # fmt: skip
 _PROGRESS = re.compile(r"\b\d{1,3}% \(\d+/\d+\)")
 _SANDBOX_TMP = "/tmp"  # noqa: S108 - a private tmpfs inside the sandbox
+_SYSTEM = ("/usr", "/etc", "/opt")  # read-only in the sandbox
 _TRANSIENT = (
     "Failed to fetch", "Could not connect", "timed out", "dns error", "Connection reset",
     "error sending request", "Temporary failure", "503 Service", "502 Bad Gateway",
@@ -227,6 +247,55 @@ def _bwrap_works() -> bool:
         return False
 
 
+def uv_binds(env: Path | None = None) -> tuple[tuple[Path, ...], str]:
+    """(what the sandboxed uv gets writable, why uv copies instead of hardlinking or "").
+
+    BINDERY_BUILD_DIR alone, when it holds both the environments directory and the uv
+    cache and none of the portal's own directories: uv then hardlinks from its cache (one
+    bind, one mount). Otherwise ``env`` and the cache each on its own (``env`` None: the
+    cache only), and the reason uv has to copy. Raises SANDBOX_UNAVAILABLE when the cache
+    directory holds portal directories: it cannot be shown to a build.
+    """
+    envs = store.envs_dir()
+    cache = Path(settings.BINDERY_UV_CACHE_DIR)
+    root = Path(getattr(settings, "BINDERY_BUILD_DIR", "") or cache)
+    if envs.is_relative_to(root) and cache.is_relative_to(root):
+        exposed = portal_paths_under(root)
+        if not exposed:
+            return (root,), ""
+        reason = (
+            f"BINDERY_BUILD_DIR ({root}) also holds {exposed[0]}, which builds must not see, "
+            "so it is not bound whole"
+        )
+    else:
+        reason = (
+            f"BINDERY_ENVS_DIR ({envs}) and BINDERY_UV_CACHE_DIR ({cache}) are apart, not "
+            f"both inside BINDERY_BUILD_DIR ({root})"
+        )
+    exposed = portal_paths_under(cache)
+    if exposed:
+        raise BackendError(
+            f"BINDERY_UV_CACHE_DIR ({cache}) holds {exposed[0]}: builds cannot be given it.",
+            permanent=False,
+            code="SANDBOX_UNAVAILABLE",
+        )
+    return ((cache,) if env is None else (env, cache)), reason
+
+
+def portal_paths_under(root: Path) -> list[Path]:
+    """The portal's own places at or under ``root``: its code, its state and secrets
+    (VAR_DIR, the hub's directory, an SQLite database), the checkouts of every repository,
+    sessions' working copies and volumes."""
+    top = root.resolve()
+    names = ("BASE_DIR", "VAR_DIR", "BINDERY_HUB_DIR", "BINDERY_CHECKOUTS_DIR",
+             "BINDERY_SESSIONS_DIR", "BINDERY_VOLUMES_DIR")  # fmt: skip
+    found = [Path(value).resolve() for name in names if (value := getattr(settings, name, ""))]
+    database = settings.DATABASES["default"]
+    if "sqlite" in str(database.get("ENGINE", "")) and database.get("NAME"):
+        found.append(Path(str(database["NAME"])).resolve())
+    return [path for path in found if path == top or path.is_relative_to(top)]
+
+
 # --- one build's clock, log and subprocesses -------------------------------------------------
 
 
@@ -334,6 +403,32 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 # --- the builder -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _UvRunner:
+    """One build's way of running uv: on the host (``writable`` None) or in bubblewrap with
+    ``writable`` bound read-write."""
+
+    interpreter: Interpreter
+    variables: dict[str, str]
+    writable: tuple[Path, ...] | None
+    chdir: Path
+
+    def argv(self, args: list[str], *, chdir: Path | None = None) -> list[str]:
+        uv = uv_binary()
+        if self.writable is None:
+            return [uv, *args]
+        sandbox = _bwrap(
+            self.interpreter, self.variables, writable=self.writable,
+            chdir=chdir or self.chdir, read_only=(uv,),
+        )  # fmt: skip
+        return [*sandbox, uv, *args]
+
+
+@lru_cache(maxsize=8)
+def _log_once(message: str) -> None:
+    log.warning(message)
 
 
 class LocalBuilder:
@@ -553,18 +648,17 @@ class LocalBuilder:
         if env.exists():
             job.say("Removing an unfinished environment left by an interrupted build")
             shutil.rmtree(env)
-        uv_env = self._uv_env()
         with tempfile.TemporaryDirectory(prefix="bindery-uv-home-") as home:
-            uv_env["HOME"] = home
+            uv = self._uv_runner(job, plan, interpreter, env, checkout, home)
             with job.timed("venv"):
-                self._uv(job, ["venv", "--no-project", "--python", interpreter.path, str(env)],
-                         uv_env, checkout, "ENVIRONMENT_FAILED")  # fmt: skip
+                self._uv(job, uv, ["venv", "--no-project", "--python", interpreter.path,
+                                   str(env)], "ENVIRONMENT_FAILED")  # fmt: skip
             meta = env / ".bindery"
             meta.mkdir()
             skipped: list[str] = []
             if plan.conda_packages:
                 with job.timed("conda_check"):
-                    conda, skipped = self._check_conda(job, plan, interpreter, uv_env)
+                    conda, skipped = self._check_conda(job, plan, interpreter, uv)
             else:
                 conda = []
             skip_warning = (
@@ -582,17 +676,18 @@ class LocalBuilder:
             (meta / "requirements.in").write_text(wanted)
             job.say("Installing packages with uv")
             with job.timed("install"):
-                self._uv(job, ["pip", "install", "--python", str(env / "bin" / "python"),
-                               "--compile-bytecode", *self._index_args(),
-                               "-r", str(meta / "requirements.in")],
-                         uv_env, checkout, "INSTALL_FAILED")  # fmt: skip
+                self._uv(job, uv, ["pip", "install", "--python", str(env / "bin" / "python"),
+                                   "--compile-bytecode", *self._index_args(),
+                                   "-r", str(meta / "requirements.in")],
+                         "INSTALL_FAILED")  # fmt: skip
                 drop = [
                     name for name in DROPPED_PACKAGES
                     if name not in plan.requirement_names and name in dict(_packages(env))
                 ]  # fmt: skip
                 if drop:
-                    self._uv(job, ["pip", "uninstall", "--python", str(env / "bin" / "python"),
-                                   *drop], uv_env, checkout, "INSTALL_FAILED")  # fmt: skip
+                    self._uv(job, uv, ["pip", "uninstall", "--python",
+                                       str(env / "bin" / "python"), *drop],
+                             "INSTALL_FAILED")  # fmt: skip
         overlay: list[dict[str, str]] = []
         sandbox = ""
         if plan.postbuild:
@@ -611,6 +706,8 @@ class LocalBuilder:
             "skipped_conda_packages": skipped,
             "overlay": overlay,
             "sandbox": sandbox,
+            "uv_sandbox": "bwrap" if uv.writable is not None else "none",
+            "uv_link_mode": uv.variables.get("UV_LINK_MODE", "hardlink"),
             "created": datetime.now(UTC).isoformat(),
             "built_from": f"{job.request.repo.repo_url}@{job.request.repo.resolved_ref}",
             "durations": dict(job.durations),
@@ -619,7 +716,7 @@ class LocalBuilder:
         return record
 
     def _check_conda(
-        self, job: _Job, plan: BuildPlan, interpreter: Interpreter, uv_env: dict[str, str]
+        self, job: _Job, plan: BuildPlan, interpreter: Interpreter, uv: _UvRunner
     ) -> tuple[list[str], list[str]]:
         """Split environment.yml's conda packages into (found on the index, skipped).
 
@@ -631,10 +728,11 @@ class LocalBuilder:
         def exists(requirement: str) -> bool:
             try:
                 done = subprocess.run(
-                    [uv_binary(), "pip", "compile", "--no-deps", "--no-header", "--quiet",
-                     "--python", interpreter.path, *self._index_args(), "-"],
-                    input=requirement + "\n", capture_output=True, text=True, env=uv_env,
-                    timeout=max(1.0, min(120.0, job.remaining())), cwd="/",
+                    uv.argv(["pip", "compile", "--no-deps", "--no-header", "--quiet",
+                             "--python", interpreter.path, *self._index_args(), "-"],
+                            chdir=Path("/")),
+                    input=requirement + "\n", capture_output=True, text=True,
+                    env=uv.variables, timeout=max(1.0, min(120.0, job.remaining())), cwd="/",
                 )  # fmt: skip
             except subprocess.TimeoutExpired:
                 return False
@@ -674,7 +772,8 @@ class LocalBuilder:
                 **{k: v for k in _PASSED_ENV if (v := os.environ.get(k))},
             }
             if mode == "bwrap":
-                argv = _bwrap(checkout, env, interpreter, variables) + command
+                sandbox = _bwrap(interpreter, variables, writable=(env, checkout), chdir=checkout)
+                argv = [*sandbox, *command]
                 job.say(f"Running {plan.postbuild} in a bubblewrap sandbox")
             else:
                 argv = command
@@ -785,17 +884,48 @@ class LocalBuilder:
     # -- uv ------------------------------------------------------------------------------
 
     @staticmethod
-    def _uv_env() -> dict[str, str]:
+    def _uv_env(home: str) -> dict[str, str]:
         """A clean environment for uv: no portal secrets for sdist build scripts to read."""
         return {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "LANG": "C.UTF-8",
+            "HOME": home,
             "UV_CACHE_DIR": str(settings.BINDERY_UV_CACHE_DIR),
             "UV_PYTHON_DOWNLOADS": "never",
             "UV_NO_CONFIG": "1",
             "UV_NO_PROGRESS": "1",
             **{k: v for k in _PASSED_ENV if (v := os.environ.get(k))},
         }
+
+    def _uv_runner(
+        self,
+        job: _Job,
+        plan: BuildPlan,
+        interpreter: Interpreter,
+        env: Path,
+        checkout: Path,
+        home: str,
+    ) -> _UvRunner:
+        """How this build runs uv: in bubblewrap when there is a sandbox (see the module
+        docstring), with what it may write and whether it hardlinks or copies."""
+        if sandbox_mode() != "bwrap":
+            if plan.installs_repository:
+                job.warn(
+                    "The repository's package was built without a sandbox (bubblewrap is not "
+                    "installed, or BINDERY_SANDBOX is none)."
+                )
+            return _UvRunner(interpreter, self._uv_env(home), None, checkout)
+        variables = self._uv_env(_SANDBOX_TMP)
+        variables["TMPDIR"] = _SANDBOX_TMP
+        writable, copying = uv_binds(env)
+        for place in writable:
+            place.mkdir(parents=True, exist_ok=True)  # bind targets must exist
+        if copying:
+            variables["UV_LINK_MODE"] = "copy"
+            job.say(f"Builds copy packages from the uv cache instead of hardlinking: {copying}.")
+            _log_once(f"Builds copy packages from the uv cache instead of hardlinking: {copying}.")
+        job.say("uv runs in a bubblewrap sandbox")
+        return _UvRunner(interpreter, variables, (*writable, checkout), checkout)
 
     @staticmethod
     def _index_args() -> list[str]:
@@ -804,8 +934,8 @@ class LocalBuilder:
             args += ["--index-url", settings.BINDERY_PACKAGE_INDEX]
         return args
 
-    def _uv(self, job: _Job, args: list[str], env: dict[str, str], cwd: Path, code: str) -> None:
-        status, tail = job.run([uv_binary(), *args], cwd=cwd, env=env)
+    def _uv(self, job: _Job, uv: _UvRunner, args: list[str], code: str) -> None:
+        status, tail = job.run(uv.argv(args), cwd=uv.chdir, env=uv.variables)
         if status == 0:
             return
         text = "\n".join(tail)
@@ -953,19 +1083,26 @@ def _record_overlay(
 
 
 def _bwrap(
-    checkout: Path, env: Path, interpreter: Interpreter, variables: dict[str, str]
+    interpreter: Interpreter,
+    variables: dict[str, str],
+    *,
+    writable: Sequence[Path],
+    chdir: Path,
+    read_only: Sequence[str] = (),
 ) -> list[str]:
-    """bubblewrap arguments: the system read-only, the checkout and the environment writable,
-    a private /tmp, the network shared (pip inside postBuild), nothing else of the host:
-    no home directories, no portal settings or secrets."""
+    """bubblewrap arguments: the system (/usr, /etc, /opt), the interpreter and ``read_only``
+    read-only; ``writable`` writable but a ``.git`` in them read-only; a private /tmp; the
+    network shared (the package index, pip inside postBuild); nothing else of the host: no
+    home directories, no portal code, settings or secrets, and nowhere else to write."""
     argv = ["bwrap", "--die-with-parent", "--unshare-all", "--share-net"]
-    for top in ("/usr", "/etc", "/opt"):
+    for top in _SYSTEM:
         argv += ["--ro-bind-try", top, top]
     for link in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(link):
             argv += ["--symlink", os.readlink(link), link]
         elif os.path.isdir(link):
             argv += ["--ro-bind", link, link]
+    argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", _SANDBOX_TMP]
     for secret in ("/etc/shadow", "/etc/gshadow"):
         if os.path.exists(secret):
             argv += ["--ro-bind", "/dev/null", secret]
@@ -974,13 +1111,22 @@ def _bwrap(
         argv += ["--ro-bind-try", resolv, resolv]
     if not interpreter.prefix.startswith("/usr/"):
         argv += ["--ro-bind", interpreter.prefix, interpreter.prefix]
-    argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", _SANDBOX_TMP]
-    argv += ["--bind", str(env), str(env), "--bind", str(checkout), str(checkout)]
-    if (checkout / ".git").is_dir():
-        # git runs on the host afterwards (git status, for the overlay): a postBuild that
-        # could edit .git/config could make it run a filter or hook of its choosing there.
-        argv += ["--ro-bind", str(checkout / ".git"), str(checkout / ".git")]
-    argv += ["--chdir", str(checkout), "--clearenv"]
+    shown = (*_SYSTEM, interpreter.prefix)
+    extra = [interpreter.path, *read_only]
+    extra += [v for k in ("SSL_CERT_FILE", "SSL_CERT_DIR") if (v := variables.get(k, ""))]
+    for path in extra:
+        if os.path.exists(path) and not any(path.startswith(f"{top}/") for top in shown):
+            argv += ["--ro-bind", path, path]
+    for place in writable:
+        argv += ["--bind", str(place), str(place)]
+    for place in writable:
+        if (place / ".git").is_dir():
+            # git runs on the host afterwards (git status, for the overlay): code that
+            # could edit .git/config could make it run a filter or hook of its choosing.
+            argv += ["--ro-bind", str(place / ".git"), str(place / ".git")]
+    # The root is bubblewrap's own tmpfs, with the directories leading to the binds: read-only
+    # too, so nothing can be written where it would look like a host path.
+    argv += ["--remount-ro", "/", "--chdir", str(chdir), "--clearenv"]
     for name, value in variables.items():
         argv += ["--setenv", name, value]
     return [*argv, "--"]

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from apps.builds import services
 from apps.builds.models import Build, BuildLogLine
-from apps.builds.tests.helpers import Gate
+from apps.builds.tests.helpers import Gate, envs_beside_the_cache
 from apps.repos.models import Credential
 from apps.sessions.tests.conftest import wait_for
 from portal.celery import app as celery_app
@@ -30,9 +30,10 @@ pytestmark = [pytest.mark.build, pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def offline(settings, tmp_path):
     settings.BINDERY_UV_OFFLINE = True
-    settings.BINDERY_ENVS_DIR = tmp_path / "envs"
     settings.BINDERY_CHECKOUTS_DIR = tmp_path / "checkouts"
-    return settings
+    with envs_beside_the_cache() as envs:
+        settings.BINDERY_ENVS_DIR = envs
+        yield settings
 
 
 def wait_build(build_id: int, timeout: float = 300) -> Build:

@@ -33,66 +33,24 @@ from apps.builds.backends.local import (
     find_interpreter,
     sandbox_mode,
 )
-from apps.builds.tests.helpers import Gate
+from apps.builds.tests.helpers import (
+    SMALL_BASE,
+    Gate,
+    Log,
+    build,
+    envs_beside_the_cache,
+    resolved,
+    unique,
+)
 from apps.repos.types import ResolvedRepo
 from portal.errors import BackendError
 
 pytestmark = pytest.mark.build
 
-SMALL_BASE = ("toolz==1.0.0",)
 UV_LINES = ("Resolved ", "Installed ", "Using Python", "Creating virtual environment")
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-class Log:
-    """A LogSink that keeps every line and can tell a test when a line has appeared."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str, str]] = []
-        self.watched: dict[str, threading.Event] = {}
-
-    def __call__(self, line: str, *, phase: str = "building", stream: str = "stdout") -> None:
-        self.lines.append((phase, stream, line))
-        for fragment, event in self.watched.items():
-            if fragment in line:
-                event.set()
-
-    def watch(self, fragment: str) -> threading.Event:
-        return self.watched.setdefault(fragment, threading.Event())
-
-    @property
-    def text(self) -> str:
-        return "\n".join(line for _, _, line in self.lines)
-
-    def count(self, prefix: str) -> int:
-        return sum(1 for _, _, line in self.lines if line.startswith(prefix))
-
-
-def resolved(git_server: Any, repo: Any, sha: str | None = None) -> ResolvedRepo:
-    return ResolvedRepo(
-        provider="git",
-        spec=repo.url,
-        kind="git",
-        repo_url=repo.url,
-        unresolved_ref="main",
-        resolved_ref=sha or repo.head,
-        persistent_spec=f"git/{repo.url}/{sha or repo.head}",
-        ref_url=repo.url,
-        host=git_server.host,
-        display_name=repo.name,
-    )
-
-
-def build(
-    repo: ResolvedRepo, *, base: tuple[str, ...] | None = SMALL_BASE, **request: Any
-) -> tuple[BuildResult, Log]:
-    log = Log()
-    result = LocalBuilder(base_requirements=base).build(
-        BuildRequest(build_id=1, repo=repo, **request), log
-    )
-    return result, log
 
 
 def refused(repo: ResolvedRepo) -> tuple[BackendError, Log]:
@@ -100,10 +58,6 @@ def refused(repo: ResolvedRepo) -> tuple[BackendError, Log]:
     with pytest.raises(BackendError) as info:
         LocalBuilder(base_requirements=SMALL_BASE).build(BuildRequest(build_id=1, repo=repo), log)
     return info.value, log
-
-
-def unique(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 def env_python(result: BuildResult) -> str:
@@ -133,9 +87,17 @@ def build_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("builds")
 
 
+@pytest.fixture(scope="module")
+def shared_envs() -> Iterator[Path]:
+    """The module's environments, beside the uv cache as the portal keeps them (hardlinks)."""
+    with envs_beside_the_cache() as envs:
+        yield envs
+
+
 @pytest.fixture(autouse=True)
-def _builder_settings(settings: Any, build_root: Path, git_server: Any) -> None:
-    use_fresh_dirs(settings, build_root)
+def _builder_settings(settings: Any, build_root: Path, shared_envs: Path, git_server: Any) -> None:
+    settings.BINDERY_ENVS_DIR = shared_envs
+    settings.BINDERY_CHECKOUTS_DIR = build_root / "checkouts"
     settings.BINDERY_ALLOWED_GIT_HOSTS = [git_server.host]
     settings.BINDERY_UV_OFFLINE = True
     settings.BINDERY_PACKAGE_INDEX = ""
@@ -182,11 +144,15 @@ if echo "[filter \"x\"]" >> .git/config 2>/dev/null; then
 
 @pytest.fixture(scope="module")
 def jupyter_build(
-    git_server: Any, jupyter_repo: Any, build_root: Path, probes: dict[str, Path]
+    git_server: Any,
+    jupyter_repo: Any,
+    build_root: Path,
+    shared_envs: Path,
+    probes: dict[str, Path],
 ) -> Iterator[tuple[BuildResult, Log]]:
     """One build with the real base packages, shared by the tests that inspect it."""
     with override_settings(
-        BINDERY_ENVS_DIR=build_root / "envs",
+        BINDERY_ENVS_DIR=shared_envs,
         BINDERY_CHECKOUTS_DIR=build_root / "checkouts",
         BINDERY_UV_OFFLINE=True,
         BINDERY_PACKAGE_INDEX="",
