@@ -12,7 +12,8 @@ hub with it. The hub:
 - has no login: users reach their servers with per-session, server-scoped tokens the portal
   mints (``?token=`` is allowed on the servers for the first visit);
 - runs ``apps.sessions.spawner.BinderySpawner``, which accepts only launch options signed
-  with a key derived from the portal's token.
+  with a key derived from the portal's token, and gives each session a network namespace of
+  its own where pasta is installed (``BINDERY_SESSION_NETWORK``).
 """
 
 from __future__ import annotations
@@ -155,6 +156,9 @@ def hub_config() -> dict[str, dict[str, Any]]:
             "signing_key_hex": signing_key(settings.BINDERY_HUB_TOKEN).hex(),
             **{name: str(path) for name, path in roots.items()},
             "sandbox": settings.BINDERY_SANDBOX,
+            # auto: a network namespace of its own per session (bubblewrap + pasta) when
+            # possible, else the host's network with a warning; isolated: required; shared.
+            "network": getattr(settings, "BINDERY_SESSION_NETWORK", "auto"),
             "sandbox_hide": [str(p) for p in _outermost(hidden)],
             "cgroup_parent": f"bindery-{installation}",
         },

@@ -8,7 +8,8 @@ Two sides share this module:
   only options signed with the same key, every path inside the portal's directories, and
   then starts ``jupyterhub-singleuser`` from the session's environment in a working copy of
   the checkout, with the volumes at ``persistent/``, inside bubblewrap where installed, under
-  cgroup v1 memory/pids limits (``RLIMIT_AS`` where cgroups are not writable).
+  cgroup v1 memory/pids limits (``RLIMIT_AS`` where cgroups are not writable), in a network
+  namespace of its own where pasta is installed (see :meth:`BinderySpawner._network_plan`).
 
 Nothing here imports Django or ``portal`` (whose ``__init__`` loads the Celery app): the hub
 imports this module by its dotted path, and the generated config (``portal/hubconfig.py``)
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
 import posixpath
@@ -30,6 +33,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import tempfile
 import threading
 import time
 from collections import deque
@@ -37,6 +41,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from jupyterhub.spawner import LocalProcessSpawner
 from jupyterhub.utils import maybe_future
@@ -58,6 +63,14 @@ BINDER_ENV = (
     "binder_request",
     "binder_persistent_request",
 )
+
+
+# The address a session's resolver uses when the host's resolver listens on its loopback
+# (systemd-resolved's 127.0.0.53): pasta maps UDP port 53 there to the host's resolver.
+DNS_FORWARD = "169.254.1.1"
+_RTF_LOCAL = 0x80000000  # /proc/net/ipv6_route: a local route (an address of this host)
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 class InvalidLaunchOptions(ValueError):
@@ -281,6 +294,129 @@ def _open_dir(base: str, parts: list[str], *, replace_files: bool) -> int:
     return fd
 
 
+# --- Network isolation ----------------------------------------------------------------------
+
+
+def local_networks(fib_trie: str, ipv6_route: str) -> list[str]:
+    """The addresses (and AnyIP prefixes) this host accepts as its own, loopback and IPv6
+    link-local excepted, from the texts of ``/proc/net/fib_trie`` (``/N host LOCAL``
+    entries) and ``/proc/net/ipv6_route`` (routes flagged RTF_LOCAL)."""
+    found: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = set()
+    address = ""
+    for line in fib_trie.splitlines():
+        text = line.strip()
+        if text.startswith("|-- "):
+            address = text[4:]
+        elif text.startswith("/") and text.split()[-1] == "LOCAL" and address:
+            found.add(ipaddress.ip_network(f"{address}{text.split()[0]}", strict=False))
+    for line in ipv6_route.splitlines():
+        fields = line.split()
+        if len(fields) >= 9 and int(fields[8], 16) & _RTF_LOCAL:
+            net = ipaddress.IPv6Network((bytes.fromhex(fields[0]), int(fields[1], 16)), False)
+            found.add(net)
+    kept = [n for n in found if not (n.is_loopback or n.network_address.is_link_local)]
+    return [str(n) for n in sorted(kept, key=lambda n: (n.version, n))]
+
+
+def host_local_networks() -> list[str]:
+    """:func:`local_networks` of this host (of the hub's network namespace)."""
+    texts = []
+    for name in ("/proc/net/fib_trie", "/proc/net/ipv6_route"):
+        try:
+            texts.append(Path(name).read_text())
+        except OSError:  # no IPv6
+            texts.append("")
+    return local_networks(*texts)
+
+
+def has_ipv4_default_route() -> bool:
+    """Whether this host has an IPv4 default route (pasta derives the session's address and
+    routes from it, and refuses to start without one)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/route").read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 7 and fields[1] == "00000000" and fields[7] == "00000000":
+                return True
+    return False
+
+
+def sandbox_resolv_conf(text: str, forward: str = DNS_FORWARD) -> str | None:
+    """The sandbox's ``/etc/resolv.conf`` when the host's first resolver is on its IPv4
+    loopback (systemd-resolved's 127.0.0.53, unreachable from the session's namespace):
+    ``forward`` (pasta maps its UDP port 53 to that resolver), then the other lines without
+    loopback resolvers. None when the host's file works as it is."""
+    lines = text.splitlines()
+
+    def server(line: str) -> str:
+        words = line.split()
+        return words[1] if len(words) > 1 and words[0] == "nameserver" else ""
+
+    servers = [server(line) for line in lines if server(line)]
+    if not servers or not _is_loopback(servers[0]) or ":" in servers[0]:
+        return None
+    kept = [line for line in lines if not (server(line) and _is_loopback(server(line)))]
+    return "\n".join([f"nameserver {forward}", *kept]) + "\n"
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def listening_in_namespace(pid: int, port: int) -> bool:
+    """Whether a TCP socket in ``pid``'s network namespace listens on ``port``."""
+    suffix = f":{port:04X}"
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{name}") as fh:
+                for line in fh:
+                    fields = line.split()
+                    if len(fields) > 3 and fields[3] == "0A" and fields[1].endswith(suffix):
+                        return True
+        except OSError:
+            continue
+    return False
+
+
+def _read_child_pid(fd: int) -> int:
+    """The sandbox's first process (host pid), from bubblewrap's ``--info-fd`` JSON, which
+    bubblewrap writes as soon as the namespaces exist (it closes the fd when it exits)."""
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            return int(json.loads(data)["child-pid"])
+    raise RuntimeError("bubblewrap exited before it created the sandbox")
+
+
+class _Pipes:
+    """The pipe ends start() opens; whatever is still open at the end is closed."""
+
+    def __init__(self) -> None:
+        self.open: set[int] = set()
+
+    def pipe(self) -> tuple[int, int]:
+        read, write = os.pipe()
+        self.open |= {read, write}
+        return read, write
+
+    def close(self, *fds: int) -> None:
+        for fd in fds:
+            if fd in self.open:
+                self.open.discard(fd)
+                os.close(fd)
+
+    def hand_over(self, fd: int) -> int:
+        """``fd``, now owned (and closed) by someone else."""
+        self.open.discard(fd)
+        return fd
+
+    def close_all(self) -> None:
+        self.close(*list(self.open))
+
+
 # --- The spawner ----------------------------------------------------------------------------
 
 
@@ -324,6 +460,19 @@ class BinderySpawner(LocalProcessSpawner):
     cgroup_root = Unicode("/sys/fs/cgroup", config=True)
     cgroup_parent = Unicode("bindery", config=True, help="Per-server cgroups go under this.")
     readiness_interval = Float(0.1, config=True, help="Seconds between port checks in start().")
+    network = CaselessStrEnum(
+        ["auto", "isolated", "shared"],
+        default_value="auto",
+        config=True,
+        help="auto: a network namespace of its own (bubblewrap + pasta) when possible, else "
+        "the host's network with a warning; isolated: required; shared: the host's network.",
+    )
+    pasta_command = Unicode("pasta", config=True, help="pasta, from the passt package.")
+    dns_forward = Unicode(
+        DNS_FORWARD,
+        config=True,
+        help="The resolver address sessions use when the host's resolver is on its loopback.",
+    )
 
     launch_options = AnyTrait(None, allow_none=True)
     cgroup_dirs = List(Unicode())
@@ -337,6 +486,7 @@ class BinderySpawner(LocalProcessSpawner):
         self._output: deque[str] = deque(maxlen=20)
         self._pump: threading.Thread | None = None
         self._rlimit_as = 0
+        self._pasta: subprocess.Popen[bytes] | None = None
 
     @default("apply_user_options")
     def _default_apply_user_options(self) -> Callable[[BinderySpawner, Any], None]:
@@ -465,6 +615,52 @@ class BinderySpawner(LocalProcessSpawner):
             raise RuntimeError("bubblewrap is required (sandbox = bwrap) but not installed")
         return found
 
+    def _network_plan(self, sandboxed: bool) -> tuple[dict[str, str], str]:
+        """How the session reaches the network: ``(tools, "")`` for a namespace of its own
+        (``tools``: the paths of pasta, nsenter and ip), ``({}, why)`` for the host's.
+
+        Isolated, the server's namespace (bubblewrap ``--unshare-net``) is joined by pasta,
+        which gives it outbound IPv4 NAT, forwards the server's port from the host's loopback
+        and the hub API's port to the host's; every address of this host is a ``prohibit``
+        route inside, and IPv6 is off but for the loopback (this pasta connects the namespace
+        to the host's own link-local address, which no route can stop). Raises RuntimeError
+        when ``network`` is ``isolated`` and that is impossible.
+        """
+        if self.network == "shared":
+            return {}, "BINDERY_SESSION_NETWORK is shared"
+        problem = ""
+        tools: dict[str, str] = {}
+        if not sandboxed:
+            problem = "there is no bubblewrap sandbox"
+        else:
+            wanted = {
+                "pasta": (self.pasta_command, "passt"),
+                "nsenter": ("nsenter", "util-linux"),
+                "ip": ("ip", "iproute2"),
+            }
+            missing = []
+            search = os.pathsep.join([os.environ.get("PATH", ""), SYSTEM_PATH])  # ip: sbin
+            for name, (command, package) in wanted.items():
+                found = shutil.which(command, path=search)
+                if found is None:
+                    missing.append(f"{command} (package {package})")
+                else:
+                    tools[name] = found
+            hub_host = urlsplit(self.hub.api_url).hostname if self.hub is not None else None
+            if missing:
+                problem = f"{', '.join(missing)} not installed"
+            elif os.geteuid() != 0:
+                problem = "the hub does not run as root, which configuring the namespace needs"
+            elif not has_ipv4_default_route():
+                problem = "this host has no IPv4 default route (pasta needs one)"
+            elif hub_host and not (_is_loopback(hub_host) and ":" not in hub_host):
+                problem = f"servers reach the hub at {hub_host}, pasta forwards 127.0.0.1 only"
+        if not problem:
+            return tools, ""
+        if self.network == "isolated":
+            raise RuntimeError(f"An isolated network is required, but {problem}")
+        return {}, problem
+
     def _prepare_working_copy(self, options: LaunchOptions) -> list[str]:
         """Copy the checkout (modes kept, symlinks as symlinks) unless a copy exists; return
         the command prefix for the repo's start script."""
@@ -534,8 +730,14 @@ class BinderySpawner(LocalProcessSpawner):
             finally:
                 os.close(parent)
 
-    def _bwrap_args(self, bwrap: str, options: LaunchOptions) -> list[str]:
-        args = [bwrap, "--die-with-parent", "--unshare-all", "--share-net", "--new-session"]
+    def _bwrap_args(
+        self, bwrap: str, options: LaunchOptions, isolation: list[str] | None = None
+    ) -> list[str]:
+        """The bubblewrap command; ``isolation`` (the ``--info-fd``/``--block-fd``/resolver
+        options) gives the sandbox a network namespace of its own, else it shares the host's."""
+        args = [bwrap, "--die-with-parent", "--unshare-all", "--new-session"]
+        if isolation is None:
+            args.append("--share-net")
         # A private /tmp: a tmpfs in the sandbox's own mount namespace, not the host's /tmp.
         args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
         args += ["--tmpfs", "/tmp"]  # noqa: S108
@@ -548,7 +750,7 @@ class BinderySpawner(LocalProcessSpawner):
         args += ["--bind", options.workdir, options.workdir]
         for host, mount in options.volumes:
             args += ["--bind", host, f"{options.workdir}/{mount}"]
-        return [*args, "--chdir", options.workdir, "--"]
+        return [*args, *(isolation or []), "--chdir", options.workdir, "--"]
 
     def _create_cgroups(self, options: LaunchOptions) -> str:
         """Create this server's cgroups (or arrange RLIMIT_AS); say which limits apply."""
@@ -621,6 +823,21 @@ class BinderySpawner(LocalProcessSpawner):
                 self._output.append(line)
                 self.log.info("[%s] %s", self._log_name, line)
 
+    def _warn_shared_network(self, reason: str) -> None:
+        """Say loudly, in the hub log and in the session's launch log, that the session
+        shares the host's network."""
+        message = (
+            f"Warning: this session uses the host's network ({reason}): code in it can reach "
+            "every service listening on this machine, its loopback included"
+        )
+        self.log.warning(
+            "%s: %s. Install passt (pasta) and keep BINDERY_SESSION_NETWORK at auto or "
+            "isolated to give each session a network of its own.",
+            self._log_name,
+            message,
+        )
+        self._event(25, message)
+
     async def start(self) -> tuple[str, int]:
         options: LaunchOptions | None = self.launch_options
         if options is None:
@@ -629,45 +846,174 @@ class BinderySpawner(LocalProcessSpawner):
         self._output.clear()
         self._rlimit_as = 0
         started = time.monotonic()
-        read_fd = -1
+        fds = _Pipes()
         try:
             self._event(10, "Preparing the working copy")
             prefix = await asyncio.to_thread(self._prepare_working_copy, options)
             bwrap = self._use_sandbox()
+            tools, shared_because = self._network_plan(bwrap is not None)
             await asyncio.to_thread(self._prepare_mounts, options, bwrap is not None)
             limits = await asyncio.to_thread(self._create_cgroups, options)
             sandbox = "bubblewrap" if bwrap else "no sandbox"
+            sandbox += ", isolated network" if tools else ", shared network"
+            if shared_because:
+                self._warn_shared_network(shared_because)
             self.log.info("Starting %s (%s; limits: %s)", self._log_name, sandbox, limits)
             self._event(30, f"Starting the server ({sandbox}; {limits})")
             singleuser = os.path.join(options.env_path, "bin", "jupyterhub-singleuser")
-            self.cmd = [*(self._bwrap_args(bwrap, options) if bwrap else []), *prefix, singleuser]
-            read_fd, write_fd = os.pipe()
+            read_fd, write_fd = fds.pipe()
+            isolation: list[str] | None = None
+            child_fds: list[int] = []
+            info_fd = block_fd = -1
+            resolv = None
+            if bwrap and tools:
+                # bubblewrap reports the sandbox's pid on one pipe and waits on the other until
+                # pasta has joined the namespace: the server never runs without its network.
+                info_fd, info_child = fds.pipe()
+                block_child, block_fd = fds.pipe()
+                isolation = ["--info-fd", str(info_child), "--block-fd", str(block_child)]
+                child_fds = [info_child, block_child]
+                with contextlib.suppress(OSError):
+                    host_resolv = Path("/etc/resolv.conf").read_text()
+                    resolv = sandbox_resolv_conf(host_resolv, self.dns_forward)
+                if resolv is not None:
+                    data_child, data_fd = fds.pipe()
+                    os.write(data_fd, resolv.encode())
+                    fds.close(data_fd)
+                    isolation += ["--ro-bind-data", str(data_child), "/etc/resolv.conf"]
+                    child_fds.append(data_child)
+            sandboxed = self._bwrap_args(bwrap, options, isolation) if bwrap else []
+            self.cmd = [*sandboxed, *prefix, singleuser]
             self.popen_kwargs = {
                 "cwd": options.workdir,
                 "stdin": subprocess.DEVNULL,  # SIGINT must not wait on a tty prompt
                 "stdout": write_fd,
                 "stderr": write_fd,
+                "pass_fds": tuple(child_fds),
             }
             try:
                 address: tuple[str, int] = await super().start()
             finally:
-                os.close(write_fd)
-            self._pump = threading.Thread(target=self._pump_output, args=(read_fd,), daemon=True)
+                fds.close(*child_fds)  # the sandbox holds them now
+            self._pump = threading.Thread(
+                target=self._pump_output, args=(fds.hand_over(read_fd),), daemon=True
+            )
             self._pump.start()
-            read_fd = -1
-            await self._wait_until_listening(*address)
+            namespace_pid = 0
+            if isolation is not None:
+                namespace_pid = await asyncio.to_thread(_read_child_pid, info_fd)
+                await self._connect_network(tools, namespace_pid, address, write_fd, resolv)
+                os.write(block_fd, b"1")  # the sandbox may run the server now
+            fds.close(write_fd)  # the server (and pasta) hold it
+            await self._wait_until_listening(*address, namespace_pid=namespace_pid)
         except BaseException:
-            if read_fd >= 0:
-                os.close(read_fd)
             await self._abort()
             raise
+        finally:
+            fds.close_all()
         self.server_pid = _main_process(self.pid)
         self.log.info("%s is listening after %.2fs", self._log_name, time.monotonic() - started)
         self._event(90, "Server is up")
         return address
 
-    async def _wait_until_listening(self, ip: str, port: int) -> None:
-        """Poll the port every ``readiness_interval`` instead of the hub's back-off."""
+    def _prohibit_host_networks(self, tools: dict[str, str], pid: int) -> list[str]:
+        """In ``pid``'s network namespace, before pasta creates its interface: no IPv6 on new
+        interfaces, and every address of this host a ``prohibit`` route (pasta's NAT would
+        otherwise connect to them on the host; the addresses pasta copies into the
+        namespace, and the loopback, are the namespace's own anyway)."""
+        networks = host_local_networks()
+        script = "".join(f"route add prohibit {net}\n" for net in networks)
+        shell = (
+            "set -e; f=/proc/sys/net/ipv6/conf/default/disable_ipv6; "
+            'if [ -e $f ]; then echo 1 > $f; fi; exec "$0" -batch -'
+        )
+        namespace = [tools["nsenter"], f"--net=/proc/{pid}/ns/net", "--"]
+        result = subprocess.run(
+            [*namespace, "/bin/sh", "-c", shell, tools["ip"]],
+            input=script.encode(),
+            capture_output=True,
+            timeout=30,
+            check=False,
+            env={"PATH": SYSTEM_PATH},
+        )
+        if result.returncode != 0:
+            error = result.stderr.decode(errors="replace").strip()
+            raise RuntimeError(f"Could not keep the session off this host's addresses: {error}")
+        return networks
+
+    async def _connect_network(
+        self,
+        tools: dict[str, str],
+        pid: int,
+        address: tuple[str, int],
+        output_fd: int,
+        resolv: str | None,
+    ) -> None:
+        """Prohibit the host's addresses in the sandbox's namespace, then attach pasta to it
+        and wait until pasta has configured it."""
+        blocked = await asyncio.to_thread(self._prohibit_host_networks, tools, pid)
+        ip, port = address
+        api = urlsplit(self.hub.api_url)
+        hub_port = api.port or (443 if api.scheme == "https" else 80)
+        # the server's port on the host's loopback only (as a server outside a sandbox binds)
+        forward = str(port) if ip in ("", "0.0.0.0", "::") else f"{ip}/{port}"  # noqa: S104
+        directory = tempfile.mkdtemp(prefix="bindery-pasta-")
+        pidfile = os.path.join(directory, "pid")
+        command = [tools["pasta"], "--runas", "0", "--foreground", "--quiet", "--config-net"]
+        # --no-map-gw: this pasta maps the gateway's address to the host's loopback otherwise
+        command += ["--ipv4-only", "--no-map-gw", "--tcp-ports", forward, "--udp-ports", "none"]
+        command += ["--tcp-ns", str(hub_port), "--udp-ns", "none", "--pid", pidfile]
+        if resolv is not None:
+            command += ["--dns-forward", self.dns_forward]
+        procs = [os.path.join(d, "cgroup.procs") for d in self.cgroup_dirs]
+
+        def preexec() -> None:  # in the child: die with the hub, count against the session
+            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            for path in procs:
+                fd = os.open(path, os.O_WRONLY)
+                try:
+                    os.write(fd, str(os.getpid()).encode())
+                finally:
+                    os.close(fd)
+
+        try:
+            # from the hub's main thread: the parent-death signal follows the forking thread
+            self._pasta = subprocess.Popen(
+                [*command, str(pid)],
+                stdin=subprocess.DEVNULL,
+                stdout=output_fd,
+                stderr=output_fd,
+                env={"PATH": SYSTEM_PATH},
+                preexec_fn=preexec,
+                start_new_session=True,
+            )
+            deadline = time.monotonic() + 30
+            while not os.path.exists(pidfile):  # written once pasta has set the namespace up
+                status = self._pasta.poll()
+                if status is not None:
+                    raise RuntimeError(f"pasta exited ({status}) before the network was ready")
+                if time.monotonic() > deadline:
+                    raise TimeoutError("pasta did not set the network up within 30s")
+                await asyncio.sleep(0.005)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        self.log.info(
+            "%s: own network namespace (pasta %d: outbound IPv4 NAT, port %s from the host, hub "
+            "port %d to it; %d host addresses prohibited%s)",
+            self._log_name,
+            self._pasta.pid,
+            forward,
+            hub_port,
+            len(blocked),
+            f", DNS through {self.dns_forward}" if resolv is not None else "",
+        )
+
+    async def _wait_until_listening(self, ip: str, port: int, *, namespace_pid: int = 0) -> None:
+        """Poll the port every ``readiness_interval`` instead of the hub's back-off.
+
+        In a namespace of its own the server's socket is looked for in the namespace's
+        ``/proc/<pid>/net/tcp``: on the host, pasta accepts connections on the port before the
+        server listens behind it."""
         deadline = time.monotonic() + self.start_timeout
         while True:
             status = self.proc.poll()
@@ -676,13 +1022,17 @@ class BinderySpawner(LocalProcessSpawner):
                     await asyncio.to_thread(self._pump.join, 2)
                 tail = "\n".join(list(self._output)[-5:])
                 raise RuntimeError(f"The server exited ({status}) before it was ready:\n{tail}")
-            try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 1)
-            except (TimeoutError, OSError):
-                pass
+            if namespace_pid:
+                if listening_in_namespace(namespace_pid, port):
+                    return
             else:
-                writer.close()
-                return
+                try:
+                    _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 1)
+                except (TimeoutError, OSError):
+                    pass
+                else:
+                    writer.close()
+                    return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"The server did not listen within {self.start_timeout}s")
             await asyncio.sleep(self.readiness_interval)
@@ -750,7 +1100,14 @@ class BinderySpawner(LocalProcessSpawner):
             time.sleep(0.05)
 
     def _release(self) -> None:
-        """Kill whatever is left in this server's cgroups, remove them and the volume links."""
+        """Stop pasta; kill whatever is left in this server's cgroups, remove them and the
+        volume links."""
+        pasta, self._pasta = self._pasta, None
+        if pasta is not None:
+            if pasta.poll() is None:
+                pasta.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                pasta.wait(10)
         for link in self.links:
             if os.path.islink(link):
                 os.unlink(link)

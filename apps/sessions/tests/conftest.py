@@ -136,7 +136,9 @@ def _start_hub(root: Path, env_path: Path, name: str, extra: dict[str, str]) -> 
         **extra,
     }
     child_env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("BINDERY_HUB", "BINDERY_SANDBOX"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BINDERY_HUB", "BINDERY_SANDBOX", "BINDERY_SESSION_NETWORK"))
     }
     log_path = root / f"{name}.log"
     with open(log_path, "wb") as log:
@@ -373,6 +375,14 @@ def wait_for(condition: Any, timeout: float, what: str) -> Any:
 
 def bwrap_installed() -> bool:
     return shutil.which("bwrap") is not None
+
+
+def network_isolation_available() -> bool:
+    """Whether the default hub gives sessions a network namespace of their own (bubblewrap
+    and pasta installed, root, a default route): the spawner's own decision."""
+    from apps.sessions.spawner import BinderySpawner
+
+    return bwrap_installed() and bool(BinderySpawner()._network_plan(sandboxed=True)[0])
 
 
 def cgroups_writable() -> bool:

@@ -63,6 +63,14 @@ def test_config_follows_settings(settings: Any, tmp_path: Path) -> None:
     assert config["Spawner"]["environment"]["JUPYTERHUB_ALLOW_TOKEN_IN_URL"] == "1"
 
 
+def test_session_network_follows_settings(settings: Any, tmp_path: Path) -> None:
+    settings.BINDERY_HUB_DIR = tmp_path / "hub"
+    settings.BINDERY_SESSION_NETWORK = "isolated"
+    assert hub_config()["BinderySpawner"]["network"] == "isolated"
+    del settings.BINDERY_SESSION_NETWORK
+    assert hub_config()["BinderySpawner"]["network"] == "auto"  # the default where unset
+
+
 def test_sandbox_hides_each_directory_once(settings: Any, tmp_path: Path) -> None:
     settings.VAR_DIR = tmp_path / "var"
     settings.BINDERY_HUB_DIR = tmp_path / "var" / "hub"

@@ -384,9 +384,14 @@ def test_without_a_sandbox_volumes_are_linked_in_and_unlinked_at_stop(
     client.start_server("grace", "session-4", launch.user_options)
     events = list(client.iter_progress("grace", "session-4"))
     assert events[-1].get("ready"), events
-    assert any("no sandbox" in e.get("message", "") for e in events)
+    assert any("no sandbox, shared network" in e.get("message", "") for e in events)
     (pid,) = server_processes("grace", "session-4")
     assert os.readlink(f"/proc/{pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt")
+    # without a sandbox the server shares the host's network, and both logs say so loudly
+    assert os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net")
+    warning = "Warning: this session uses the host's network (there is no bubblewrap sandbox)"
+    assert any(e.get("message", "").startswith(warning) for e in events)
+    assert f"grace:session-4: {warning}" in hub.log()
     workdir = Path(launch.options.workdir)
     assert Path(os.readlink(workdir / "persistent")) == launch.volume
     token, _ = client.create_server_token("grace", "session-4", expires_in=600)
