@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, StreamingHttpResponse
 
@@ -26,7 +26,7 @@ async def authenticate(request: HttpRequest) -> Any:
     if header:
         raw = parse_authorization_header(header)
         if raw is not None:
-            user, _ = await sync_to_async(authenticate_api_token)(raw)
+            user, _ = await database_sync_to_async(authenticate_api_token)(raw)
             return user
     session_user = await request.auser()
     return session_user if session_user.is_authenticated else AnonymousUser()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from apps.builds import selectors
 from apps.builds.streams import follow_build
@@ -14,7 +14,7 @@ class BuildLogConsumer(RelayConsumer):
     async def connect(self) -> None:
         build_id = int(self.scope["url_route"]["kwargs"]["build_id"])
         try:
-            await sync_to_async(selectors.get_build_for_user)(self.scope["user"], build_id)
+            await database_sync_to_async(selectors.get_build_for_user)(self.scope["user"], build_id)
         except NotFound:
             await self.close(code=4404)
             return

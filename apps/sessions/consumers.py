@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from apps.sessions import selectors
 from apps.sessions.streams import follow_session
@@ -21,8 +21,8 @@ class LaunchConsumer(RelayConsumer):
     async def connect(self) -> None:
         session_id = int(self.scope["url_route"]["kwargs"]["session_id"])
         try:
-            owner = await sync_to_async(_owner)(self.scope)
-            await sync_to_async(selectors.get_session_for_user)(
+            owner = await database_sync_to_async(_owner)(self.scope)
+            await database_sync_to_async(selectors.get_session_for_user)(
                 self.scope["user"], session_id, owner
             )
         except NotFound:

@@ -6,7 +6,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
@@ -54,7 +54,7 @@ async def mybinder_events(session: Session) -> AsyncIterator[str]:
             phase = item["phase"]
             if phase == "ready":
                 row = await Session.objects.select_related("build").aget(pk=session.pk)
-                yield _data(await sync_to_async(ready_payload)(row, item["message"]))
+                yield _data(await database_sync_to_async(ready_payload)(row, item["message"]))
             elif phase in ("waiting", "built", "launching", "failed"):
                 payload: dict[str, Any] = {"phase": phase, "message": item["message"] + "\n"}
                 if phase == "built":
@@ -93,14 +93,14 @@ async def build_stream(request: HttpRequest, provider: str, spec: str) -> HttpRe
             {"error": "NOT_AUTHENTICATED", "detail": "Sign in or send an API token to launch."},
             status=401,
         )
-    owner = await sync_to_async(_owner_key)(request) if anonymous else ""
+    owner = await database_sync_to_async(_owner_key)(request) if anonymous else ""
     spec = raw_path_spec(request, f"/build/{provider}/", spec)
     try:
         urlpath = services.clean_urlpath(
             request.GET.get("urlpath", ""), request.GET.get("labpath", ""),
             request.GET.get("filepath", ""),
         )  # fmt: skip
-        session = await sync_to_async(services.launch)(
+        session = await database_sync_to_async(services.launch)(
             None if anonymous else user, spec=f"{provider}/{spec}", urlpath=urlpath,
             anonymous_owner=owner,
         )  # fmt: skip

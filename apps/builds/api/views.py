@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.http import HttpRequest, JsonResponse
 from django.http.response import HttpResponseBase
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -101,12 +101,12 @@ async def build_events(request: HttpRequest, build_id: int) -> HttpResponseBase:
         user = await authenticate(request)
     except TokenRejected as exc:
         return JsonResponse(exc.as_dict(), status=exc.status)
-    if not user.is_authenticated and not await sync_to_async(_anonymous_allowed)():
+    if not user.is_authenticated and not await database_sync_to_async(_anonymous_allowed)():
         return JsonResponse(
             {"error": "NOT_AUTHENTICATED", "detail": "Sign in or send an API token."}, status=401
         )
     try:
-        build = await sync_to_async(selectors.get_build_for_user)(user, build_id)
+        build = await database_sync_to_async(selectors.get_build_for_user)(user, build_id)
     except BinderyError as exc:
         return JsonResponse(exc.as_dict(), status=exc.status)
     after = to_int(request.headers.get("Last-Event-ID") or request.GET.get("after"), 0)

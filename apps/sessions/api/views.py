@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -94,7 +94,7 @@ async def session_events(request: HttpRequest, session_id: int) -> HttpResponseB
             {"error": "NOT_AUTHENTICATED", "detail": "Sign in or send an API token."}, status=401
         )
     try:
-        session = await sync_to_async(selectors.get_session_for_user)(user, session_id)
+        session = await database_sync_to_async(selectors.get_session_for_user)(user, session_id)
     except BinderyError as exc:
         return JsonResponse(exc.as_dict(), status=exc.status)
     return event_stream(mybinder_events(session))
