@@ -376,6 +376,8 @@ BINDERY_SANDBOX = env.str("BINDERY_SANDBOX", default="auto")
 # Sessions' network: auto (an own namespace with pasta where possible, else the host's
 # network with a warning), isolated (required), or shared.
 BINDERY_SESSION_NETWORK = env.str("BINDERY_SESSION_NETWORK", default="auto")
+# The same for builds (uv and postBuild): the internet, nothing on this machine.
+BINDERY_BUILD_NETWORK = env.str("BINDERY_BUILD_NETWORK", default="auto")
 
 # --- Sessions and the hub -----------------------------------------------------------------
 BINDERY_HUB_DIR = _path("BINDERY_HUB_DIR", VAR_DIR / "hub")

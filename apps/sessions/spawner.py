@@ -9,21 +9,20 @@ Two sides share this module:
   then starts ``jupyterhub-singleuser`` from the session's environment in a working copy of
   the checkout, with the volumes at ``persistent/``, inside bubblewrap where installed, under
   cgroup v1 memory/pids limits (``RLIMIT_AS`` where cgroups are not writable), in a network
-  namespace of its own where pasta is installed (see :meth:`BinderySpawner._network_plan`).
+  namespace of its own where pasta is installed (see :meth:`BinderySpawner._network_plan` and
+  ``apps.netns``, which the local builder shares).
 
-Nothing here imports Django or ``portal`` (whose ``__init__`` loads the Celery app): the hub
-imports this module by its dotted path, and the generated config (``portal/hubconfig.py``)
-passes everything the spawner needs as traitlets.
+Nothing here imports Django or ``portal`` (whose ``__init__`` loads the Celery app), nor does
+``apps.netns``: the hub imports this module by its dotted path, and the generated config
+(``portal/hubconfig.py``) passes everything the spawner needs as traitlets.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import hashlib
 import hmac
-import ipaddress
 import json
 import os
 import posixpath
@@ -33,7 +32,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import tempfile
 import threading
 import time
 from collections import deque
@@ -49,13 +47,15 @@ from tornado import web
 from traitlets import Any as AnyTrait
 from traitlets import CaselessStrEnum, Float, Integer, List, Unicode, default
 
+from apps import netns
+
 # --- The signed contract ---------------------------------------------------------------------
 
 _KEY_CONTEXT = b"bindery/spawner/user-options/v1"
 DEFAULT_TTL = 300  # seconds a signed launch stays valid: the portal signs right before starting
 MIN_MEMORY = 64 * 1024 * 1024
 MOUNT_ROOT = "persistent"
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SYSTEM_PATH = netns.SYSTEM_PATH
 BINDER_ENV = (
     "binder_repo_url",
     "binder_ref_url",
@@ -63,14 +63,6 @@ BINDER_ENV = (
     "binder_request",
     "binder_persistent_request",
 )
-
-
-# The address a session's resolver uses when the host's resolver listens on its loopback
-# (systemd-resolved's 127.0.0.53): pasta maps UDP port 53 there to the host's resolver.
-DNS_FORWARD = "169.254.1.1"
-_RTF_LOCAL = 0x80000000  # /proc/net/ipv6_route: a local route (an address of this host)
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 class InvalidLaunchOptions(ValueError):
@@ -294,101 +286,7 @@ def _open_dir(base: str, parts: list[str], *, replace_files: bool) -> int:
     return fd
 
 
-# --- Network isolation ----------------------------------------------------------------------
-
-
-def local_networks(fib_trie: str, ipv6_route: str) -> list[str]:
-    """The addresses (and AnyIP prefixes) this host accepts as its own, loopback and IPv6
-    link-local excepted, from the texts of ``/proc/net/fib_trie`` (``/N host LOCAL``
-    entries) and ``/proc/net/ipv6_route`` (routes flagged RTF_LOCAL)."""
-    found: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = set()
-    address = ""
-    for line in fib_trie.splitlines():
-        text = line.strip()
-        if text.startswith("|-- "):
-            address = text[4:]
-        elif text.startswith("/") and text.split()[-1] == "LOCAL" and address:
-            found.add(ipaddress.ip_network(f"{address}{text.split()[0]}", strict=False))
-    for line in ipv6_route.splitlines():
-        fields = line.split()
-        if len(fields) >= 9 and int(fields[8], 16) & _RTF_LOCAL:
-            net = ipaddress.IPv6Network((bytes.fromhex(fields[0]), int(fields[1], 16)), False)
-            found.add(net)
-    kept = [n for n in found if not (n.is_loopback or n.network_address.is_link_local)]
-    return [str(n) for n in sorted(kept, key=lambda n: (n.version, n))]
-
-
-def host_local_networks() -> list[str]:
-    """:func:`local_networks` of this host (of the hub's network namespace)."""
-    texts = []
-    for name in ("/proc/net/fib_trie", "/proc/net/ipv6_route"):
-        try:
-            texts.append(Path(name).read_text())
-        except OSError:  # no IPv6
-            texts.append("")
-    return local_networks(*texts)
-
-
-def has_ipv4_default_route() -> bool:
-    """Whether this host has an IPv4 default route (pasta derives the session's address and
-    routes from it, and refuses to start without one)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/net/route").read_text().splitlines()[1:]:
-            fields = line.split()
-            if len(fields) > 7 and fields[1] == "00000000" and fields[7] == "00000000":
-                return True
-    return False
-
-
-def sandbox_resolv_conf(text: str, forward: str = DNS_FORWARD) -> str | None:
-    """The sandbox's ``/etc/resolv.conf`` when the host's first resolver is on its IPv4
-    loopback (systemd-resolved's 127.0.0.53, unreachable from the session's namespace):
-    ``forward`` (pasta maps its UDP port 53 to that resolver), then the other lines without
-    loopback resolvers. None when the host's file works as it is."""
-    lines = text.splitlines()
-
-    def server(line: str) -> str:
-        words = line.split()
-        return words[1] if len(words) > 1 and words[0] == "nameserver" else ""
-
-    servers = [server(line) for line in lines if server(line)]
-    if not servers or not _is_loopback(servers[0]) or ":" in servers[0]:
-        return None
-    kept = [line for line in lines if not (server(line) and _is_loopback(server(line)))]
-    return "\n".join([f"nameserver {forward}", *kept]) + "\n"
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-def listening_in_namespace(pid: int, port: int) -> bool:
-    """Whether a TCP socket in ``pid``'s network namespace listens on ``port``."""
-    suffix = f":{port:04X}"
-    for name in ("tcp", "tcp6"):
-        try:
-            with open(f"/proc/{pid}/net/{name}") as fh:
-                for line in fh:
-                    fields = line.split()
-                    if len(fields) > 3 and fields[3] == "0A" and fields[1].endswith(suffix):
-                        return True
-        except OSError:
-            continue
-    return False
-
-
-def _read_child_pid(fd: int) -> int:
-    """The sandbox's first process (host pid), from bubblewrap's ``--info-fd`` JSON, which
-    bubblewrap writes as soon as the namespaces exist (it closes the fd when it exits)."""
-    data = b""
-    while chunk := os.read(fd, 4096):
-        data += chunk
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            return int(json.loads(data)["child-pid"])
-    raise RuntimeError("bubblewrap exited before it created the sandbox")
+# --- Pipes ----------------------------------------------------------------------------------
 
 
 class _Pipes:
@@ -469,7 +367,7 @@ class BinderySpawner(LocalProcessSpawner):
     )
     pasta_command = Unicode("pasta", config=True, help="pasta, from the passt package.")
     dns_forward = Unicode(
-        DNS_FORWARD,
+        netns.DNS_FORWARD,
         config=True,
         help="The resolver address sessions use when the host's resolver is on its loopback.",
     )
@@ -486,7 +384,7 @@ class BinderySpawner(LocalProcessSpawner):
         self._output: deque[str] = deque(maxlen=20)
         self._pump: threading.Thread | None = None
         self._rlimit_as = 0
-        self._pasta: subprocess.Popen[bytes] | None = None
+        self._pasta: netns.Pasta | None = None
 
     @default("apply_user_options")
     def _default_apply_user_options(self) -> Callable[[BinderySpawner, Any], None]:
@@ -628,33 +526,16 @@ class BinderySpawner(LocalProcessSpawner):
         """
         if self.network == "shared":
             return {}, "BINDERY_SESSION_NETWORK is shared"
-        problem = ""
         tools: dict[str, str] = {}
         if not sandboxed:
             problem = "there is no bubblewrap sandbox"
         else:
-            wanted = {
-                "pasta": (self.pasta_command, "passt"),
-                "nsenter": ("nsenter", "util-linux"),
-                "ip": ("ip", "iproute2"),
-            }
-            missing = []
-            search = os.pathsep.join([os.environ.get("PATH", ""), SYSTEM_PATH])  # ip: sbin
-            for name, (command, package) in wanted.items():
-                found = shutil.which(command, path=search)
-                if found is None:
-                    missing.append(f"{command} (package {package})")
-                else:
-                    tools[name] = found
+            found, problem = netns.find_tools(self.pasta_command, who="the hub")
             hub_host = urlsplit(self.hub.api_url).hostname if self.hub is not None else None
-            if missing:
-                problem = f"{', '.join(missing)} not installed"
-            elif os.geteuid() != 0:
-                problem = "the hub does not run as root, which configuring the namespace needs"
-            elif not has_ipv4_default_route():
-                problem = "this host has no IPv4 default route (pasta needs one)"
-            elif hub_host and not (_is_loopback(hub_host) and ":" not in hub_host):
-                problem = f"servers reach the hub at {hub_host}, pasta forwards 127.0.0.1 only"
+            if found is not None:
+                tools = asdict(found)
+                if hub_host and not (netns.is_loopback(hub_host) and ":" not in hub_host):
+                    problem = f"servers reach the hub at {hub_host}, pasta forwards 127.0.0.1 only"
         if not problem:
             return tools, ""
         if self.network == "isolated":
@@ -847,6 +728,7 @@ class BinderySpawner(LocalProcessSpawner):
         self._rlimit_as = 0
         started = time.monotonic()
         fds = _Pipes()
+        pipes: netns.SandboxPipes | None = None
         try:
             self._event(10, "Preparing the working copy")
             prefix = await asyncio.to_thread(self._prepare_working_copy, options)
@@ -863,25 +745,14 @@ class BinderySpawner(LocalProcessSpawner):
             singleuser = os.path.join(options.env_path, "bin", "jupyterhub-singleuser")
             read_fd, write_fd = fds.pipe()
             isolation: list[str] | None = None
-            child_fds: list[int] = []
-            info_fd = block_fd = -1
+            child_fds: tuple[int, ...] = ()
             resolv = None
             if bwrap and tools:
                 # bubblewrap reports the sandbox's pid on one pipe and waits on the other until
                 # pasta has joined the namespace: the server never runs without its network.
-                info_fd, info_child = fds.pipe()
-                block_child, block_fd = fds.pipe()
-                isolation = ["--info-fd", str(info_child), "--block-fd", str(block_child)]
-                child_fds = [info_child, block_child]
-                with contextlib.suppress(OSError):
-                    host_resolv = Path("/etc/resolv.conf").read_text()
-                    resolv = sandbox_resolv_conf(host_resolv, self.dns_forward)
-                if resolv is not None:
-                    data_child, data_fd = fds.pipe()
-                    os.write(data_fd, resolv.encode())
-                    fds.close(data_fd)
-                    isolation += ["--ro-bind-data", str(data_child), "/etc/resolv.conf"]
-                    child_fds.append(data_child)
+                resolv = netns.host_sandbox_resolv_conf(self.dns_forward)
+                pipes = netns.SandboxPipes(resolv)
+                isolation, child_fds = pipes.args, pipes.child_fds
             sandboxed = self._bwrap_args(bwrap, options, isolation) if bwrap else []
             self.cmd = [*sandboxed, *prefix, singleuser]
             self.popen_kwargs = {
@@ -889,21 +760,22 @@ class BinderySpawner(LocalProcessSpawner):
                 "stdin": subprocess.DEVNULL,  # SIGINT must not wait on a tty prompt
                 "stdout": write_fd,
                 "stderr": write_fd,
-                "pass_fds": tuple(child_fds),
+                "pass_fds": child_fds,
             }
             try:
                 address: tuple[str, int] = await super().start()
             finally:
-                fds.close(*child_fds)  # the sandbox holds them now
+                if pipes is not None:
+                    pipes.started()  # the sandbox holds its ends now
             self._pump = threading.Thread(
                 target=self._pump_output, args=(fds.hand_over(read_fd),), daemon=True
             )
             self._pump.start()
             namespace_pid = 0
-            if isolation is not None:
-                namespace_pid = await asyncio.to_thread(_read_child_pid, info_fd)
+            if pipes is not None:
+                namespace_pid = await asyncio.to_thread(pipes.child_pid)
                 await self._connect_network(tools, namespace_pid, address, write_fd, resolv)
-                os.write(block_fd, b"1")  # the sandbox may run the server now
+                pipes.release()  # the sandbox may run the server now
             fds.close(write_fd)  # the server (and pasta) hold it
             await self._wait_until_listening(*address, namespace_pid=namespace_pid)
         except BaseException:
@@ -911,35 +783,12 @@ class BinderySpawner(LocalProcessSpawner):
             raise
         finally:
             fds.close_all()
+            if pipes is not None:
+                pipes.close()
         self.server_pid = _main_process(self.pid)
         self.log.info("%s is listening after %.2fs", self._log_name, time.monotonic() - started)
         self._event(90, "Server is up")
         return address
-
-    def _prohibit_host_networks(self, tools: dict[str, str], pid: int) -> list[str]:
-        """In ``pid``'s network namespace, before pasta creates its interface: no IPv6 on new
-        interfaces, and every address of this host a ``prohibit`` route (pasta's NAT would
-        otherwise connect to them on the host; the addresses pasta copies into the
-        namespace, and the loopback, are the namespace's own anyway)."""
-        networks = host_local_networks()
-        script = "".join(f"route add prohibit {net}\n" for net in networks)
-        shell = (
-            "set -e; f=/proc/sys/net/ipv6/conf/default/disable_ipv6; "
-            'if [ -e $f ]; then echo 1 > $f; fi; exec "$0" -batch -'
-        )
-        namespace = [tools["nsenter"], f"--net=/proc/{pid}/ns/net", "--"]
-        result = subprocess.run(
-            [*namespace, "/bin/sh", "-c", shell, tools["ip"]],
-            input=script.encode(),
-            capture_output=True,
-            timeout=30,
-            check=False,
-            env={"PATH": SYSTEM_PATH},
-        )
-        if result.returncode != 0:
-            error = result.stderr.decode(errors="replace").strip()
-            raise RuntimeError(f"Could not keep the session off this host's addresses: {error}")
-        return networks
 
     async def _connect_network(
         self,
@@ -950,53 +799,27 @@ class BinderySpawner(LocalProcessSpawner):
         resolv: str | None,
     ) -> None:
         """Prohibit the host's addresses in the sandbox's namespace, then attach pasta to it
-        and wait until pasta has configured it."""
-        blocked = await asyncio.to_thread(self._prohibit_host_networks, tools, pid)
+        and wait until pasta has configured it (``apps.netns``)."""
+        found = netns.Tools(**tools)
+        blocked = await asyncio.to_thread(netns.prohibit_host_networks, found, pid)
         ip, port = address
         api = urlsplit(self.hub.api_url)
         hub_port = api.port or (443 if api.scheme == "https" else 80)
         # the server's port on the host's loopback only (as a server outside a sandbox binds)
         forward = str(port) if ip in ("", "0.0.0.0", "::") else f"{ip}/{port}"  # noqa: S104
-        directory = tempfile.mkdtemp(prefix="bindery-pasta-")
-        pidfile = os.path.join(directory, "pid")
-        command = [tools["pasta"], "--runas", "0", "--foreground", "--quiet", "--config-net"]
-        # --no-map-gw: this pasta maps the gateway's address to the host's loopback otherwise
-        command += ["--ipv4-only", "--no-map-gw", "--tcp-ports", forward, "--udp-ports", "none"]
-        command += ["--tcp-ns", str(hub_port), "--udp-ns", "none", "--pid", pidfile]
-        if resolv is not None:
-            command += ["--dns-forward", self.dns_forward]
-        procs = [os.path.join(d, "cgroup.procs") for d in self.cgroup_dirs]
-
-        def preexec() -> None:  # in the child: die with the hub, count against the session
-            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-            for path in procs:
-                fd = os.open(path, os.O_WRONLY)
-                try:
-                    os.write(fd, str(os.getpid()).encode())
-                finally:
-                    os.close(fd)
-
-        try:
-            # from the hub's main thread: the parent-death signal follows the forking thread
-            self._pasta = subprocess.Popen(
-                [*command, str(pid)],
-                stdin=subprocess.DEVNULL,
-                stdout=output_fd,
-                stderr=output_fd,
-                env={"PATH": SYSTEM_PATH},
-                preexec_fn=preexec,
-                start_new_session=True,
-            )
-            deadline = time.monotonic() + 30
-            while not os.path.exists(pidfile):  # written once pasta has set the namespace up
-                status = self._pasta.poll()
-                if status is not None:
-                    raise RuntimeError(f"pasta exited ({status}) before the network was ready")
-                if time.monotonic() > deadline:
-                    raise TimeoutError("pasta did not set the network up within 30s")
-                await asyncio.sleep(0.005)
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
+        # from the hub's main thread: the parent-death signal follows the forking thread;
+        # pasta counts against the session's cgroups
+        self._pasta = netns.start_pasta(
+            found,
+            pid,
+            inbound=forward,
+            to_host=(hub_port,),
+            dns_forward=self.dns_forward if resolv is not None else None,
+            output=output_fd,
+            cgroup_procs=[os.path.join(d, "cgroup.procs") for d in self.cgroup_dirs],
+            prohibited=len(blocked),
+        )
+        await self._pasta.wait_ready_async(30)
         self.log.info(
             "%s: own network namespace (pasta %d: outbound IPv4 NAT, port %s from the host, hub "
             "port %d to it; %d host addresses prohibited%s)",
@@ -1023,7 +846,7 @@ class BinderySpawner(LocalProcessSpawner):
                 tail = "\n".join(list(self._output)[-5:])
                 raise RuntimeError(f"The server exited ({status}) before it was ready:\n{tail}")
             if namespace_pid:
-                if listening_in_namespace(namespace_pid, port):
+                if netns.listening_in_namespace(namespace_pid, port):
                     return
             else:
                 try:
@@ -1104,10 +927,7 @@ class BinderySpawner(LocalProcessSpawner):
         volume links."""
         pasta, self._pasta = self._pasta, None
         if pasta is not None:
-            if pasta.poll() is None:
-                pasta.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                pasta.wait(10)
+            pasta.stop()
         for link in self.links:
             if os.path.islink(link):
                 os.unlink(link)

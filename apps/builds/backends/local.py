@@ -45,6 +45,18 @@ Everything under BINDERY_BUILD_DIR is thus visible and writable to a build, othe
 environments and the cache included: it isolates the portal from builds, not builds from
 each other. postBuild gets only its environment and the checkout.
 
+Network: a build's sandboxed commands (every uv command, postBuild) run in a network
+namespace of the build's own (``apps.netns``, as sessions do): outbound IPv4 through pasta,
+so the package index and ``pip install`` in postBuild work, but every address of this
+machine is unreachable: its loopback (PostgreSQL, Redis, the portal, the hub) and its other
+addresses. Only the ports of a package index or HTTP proxy configured on this machine's
+loopback are forwarded to it, and DNS when the host's resolver is on its loopback. The
+namespace is set up once per build (about 30 ms) and entered by each command through
+``nsenter`` (about 2 ms each); it and its pasta end with the build, and die with the worker.
+``BINDERY_BUILD_NETWORK``: ``auto`` (isolated when root, bubblewrap, pasta, nsenter, ip and
+an IPv4 default route are there, else the host's network, said once in the build log),
+``isolated`` (required) or ``shared`` (the host's network).
+
 ``rfc3987-syntax`` is removed from every environment unless the repository asks for it:
 jsonschema imports it only to check the "iri" formats and does without it, and its import
 costs about 1.7 s at every server start (FIELD-NOTES).
@@ -77,11 +89,13 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from apps import netns
 from apps.builds.backends import store
 from apps.builds.backends.base import BuildRequest, BuildResult, LogSink
 from apps.builds.backends.config import BuildPlan, read_plan
@@ -97,10 +111,9 @@ BASE_REQUIREMENTS_FILE = Path(__file__).with_name("base-requirements.txt")
 MIN_PYTHON = (3, 10)
 # Removed after install unless the repository names them (see the module docstring).
 DROPPED_PACKAGES = ("rfc3987-syntax",)
-_PASSED_ENV = (
-    "SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
-    "http_proxy", "https_proxy", "no_proxy", "all_proxy",
-)  # fmt: skip
+_PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+_PASSED_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "NO_PROXY", "no_proxy", *_PROXY_ENV)
+_NETWORKS = ("auto", "isolated", "shared")
 _PROGRESS = re.compile(r"\b\d{1,3}% \(\d+/\d+\)")
 _SANDBOX_TMP = "/tmp"  # noqa: S108 - a private tmpfs inside the sandbox
 _SYSTEM = ("/usr", "/etc", "/opt")  # read-only in the sandbox
@@ -247,6 +260,50 @@ def _bwrap_works() -> bool:
         return False
 
 
+def network_plan(sandboxed: bool) -> tuple[netns.Tools | None, str]:
+    """How sandboxed build commands reach the network, from settings.BINDERY_BUILD_NETWORK:
+    ``(tools, "")`` for a namespace of the build's own, ``(None, why)`` for the host's
+    network. Raises SANDBOX_UNAVAILABLE when it is ``isolated`` and that is impossible."""
+    wanted = str(getattr(settings, "BINDERY_BUILD_NETWORK", "auto")).lower()
+    if wanted not in _NETWORKS:
+        raise BackendError(
+            f"BINDERY_BUILD_NETWORK is {wanted!r}: it must be auto, isolated or shared.",
+            permanent=False,
+            code="SANDBOX_UNAVAILABLE",
+        )
+    if wanted == "shared":
+        return None, "BINDERY_BUILD_NETWORK is shared"
+    tools, problem = None, "there is no bubblewrap sandbox"
+    if sandboxed:
+        tools, problem = netns.find_tools(who="the build worker")
+    if tools is None and wanted == "isolated":
+        raise BackendError(
+            f"BINDERY_BUILD_NETWORK is isolated, but {problem}.",
+            permanent=False,
+            code="SANDBOX_UNAVAILABLE",
+        )
+    return tools, problem
+
+
+def loopback_services(environ: dict[str, str]) -> list[tuple[int, str]]:
+    """``(port, what)`` for the package index and HTTP proxies (in ``environ``) configured on
+    this machine's loopback (127.0.0.1 or localhost): the ports an isolated build reaches."""
+    found: dict[int, str] = {}
+    wanted = [("the package index", str(settings.BINDERY_PACKAGE_INDEX or ""))]
+    wanted += [(name, environ.get(name, "")) for name in _PROXY_ENV]
+    for what, url in wanted:
+        if not url:
+            continue
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        try:
+            port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+        except ValueError:
+            continue
+        if port and (parts.hostname or "") in ("127.0.0.1", "localhost"):
+            found.setdefault(port, what)
+    return sorted(found.items())
+
+
 def uv_binds(env: Path | None = None) -> tuple[tuple[Path, ...], str]:
     """(what the sandboxed uv gets writable, why uv copies instead of hardlinking or "").
 
@@ -341,7 +398,13 @@ class _Job:
             )
 
     def run(
-        self, argv: Sequence[str], *, cwd: Path, env: dict[str, str], phase: str = "building"
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        phase: str = "building",
+        pass_fds: Sequence[int] = (),
     ) -> tuple[int, list[str]]:
         """Run ``argv`` in its own process group, streaming every line to the log.
 
@@ -351,7 +414,7 @@ class _Job:
         self.check()
         proc = subprocess.Popen(
             list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True,
+            stderr=subprocess.PIPE, start_new_session=True, pass_fds=tuple(pass_fds),
         )  # fmt: skip
         lines: queue.Queue[tuple[str, bytes | None]] = queue.Queue()
 
@@ -397,9 +460,68 @@ class _Job:
         return proc.returncode, list(tail)
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _kill_group(proc: subprocess.Popen[Any]) -> None:
     with suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+# --- the network of sandboxed commands ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Isolation:
+    """How a build's sandboxed commands enter its network namespace: ``prefix`` (nsenter)
+    before bubblewrap, ``pass_fds`` for it, ``resolv`` a file bubblewrap shows as
+    /etc/resolv.conf (DNS through pasta) or None."""
+
+    prefix: tuple[str, ...]
+    pass_fds: tuple[int, ...]
+    resolv: str | None
+
+
+@dataclass(frozen=True)
+class _Network:
+    """How one build's sandboxed commands reach the network: ``tools`` None for the host's,
+    else one namespace of the build's own (``apps.netns.Namespace``) that reaches the host's
+    loopback on ``to_host`` only; ``resolv`` is the sandbox's resolv.conf when DNS goes
+    through pasta."""
+
+    tools: netns.Tools | None
+    to_host: tuple[int, ...] = ()
+    resolv: str | None = None
+
+    @contextmanager
+    def isolation(self, job: _Job) -> Iterator[_Isolation | None]:
+        """The build's namespace while the block runs (None: the host's network); the
+        namespace and its pasta end with the block, however it ends. Raises
+        SANDBOX_UNAVAILABLE when it cannot be set up."""
+        if self.tools is None:
+            yield None
+            return
+        with tempfile.TemporaryDirectory(prefix="bindery-netns-") as scratch:
+            resolv = None
+            if self.resolv is not None:
+                resolv = os.path.join(scratch, "resolv.conf")
+                Path(resolv).write_text(self.resolv)
+                os.chmod(resolv, 0o644)
+            with job.timed("network"):
+                try:
+                    # from the build's thread: the namespace's holder and pasta die with it
+                    namespace = netns.Namespace.create(
+                        self.tools, to_host=self.to_host,
+                        dns_forward=netns.DNS_FORWARD if resolv is not None else None,
+                    )  # fmt: skip
+                except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+                    raise BackendError(
+                        f"The build's sandbox could not get a network of its own: {exc}",
+                        permanent=False,
+                        code="SANDBOX_UNAVAILABLE",
+                    ) from exc
+            try:
+                yield _Isolation(tuple(namespace.enter), namespace.pass_fds, resolv)
+            finally:
+                with job.timed("network"):
+                    namespace.close()
 
 
 # --- the builder -----------------------------------------------------------------------------
@@ -414,6 +536,11 @@ class _UvRunner:
     variables: dict[str, str]
     writable: tuple[Path, ...] | None
     chdir: Path
+    isolation: _Isolation | None
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        return self.isolation.pass_fds if self.isolation is not None else ()
 
     def argv(self, args: list[str], *, chdir: Path | None = None) -> list[str]:
         uv = uv_binary()
@@ -421,7 +548,7 @@ class _UvRunner:
             return [uv, *args]
         sandbox = _bwrap(
             self.interpreter, self.variables, writable=self.writable,
-            chdir=chdir or self.chdir, read_only=(uv,),
+            chdir=chdir or self.chdir, read_only=(uv,), isolation=self.isolation,
         )  # fmt: skip
         return [*sandbox, uv, *args]
 
@@ -629,7 +756,11 @@ class LocalBuilder:
                 return record, False
             env = store.env_path(key)
             try:
-                record = self._build_environment(job, key, env, plan, interpreter, checkout)
+                network = self._network(job)
+                with network.isolation(job) as isolation:
+                    record = self._build_environment(
+                        job, key, env, plan, interpreter, checkout, isolation
+                    )
             except BaseException:
                 store.env_record_path(key).unlink(missing_ok=True)
                 shutil.rmtree(env, ignore_errors=True)
@@ -644,12 +775,15 @@ class LocalBuilder:
         plan: BuildPlan,
         interpreter: Interpreter,
         checkout: Path,
+        isolation: _Isolation | None,
     ) -> dict[str, Any]:
+        """Build the environment, every sandboxed command in ``isolation`` (None: the
+        host's network)."""
         if env.exists():
             job.say("Removing an unfinished environment left by an interrupted build")
             shutil.rmtree(env)
         with tempfile.TemporaryDirectory(prefix="bindery-uv-home-") as home:
-            uv = self._uv_runner(job, plan, interpreter, env, checkout, home)
+            uv = self._uv_runner(job, plan, interpreter, env, checkout, home, isolation)
             with job.timed("venv"):
                 self._uv(job, uv, ["venv", "--no-project", "--python", interpreter.path,
                                    str(env)], "ENVIRONMENT_FAILED")  # fmt: skip
@@ -693,7 +827,7 @@ class LocalBuilder:
         if plan.postbuild:
             with job.timed("postbuild"):
                 before = None if (checkout / ".git").exists() else _signatures(checkout)
-                sandbox = self._postbuild(job, plan, env, interpreter, checkout)
+                sandbox = self._postbuild(job, plan, env, interpreter, checkout, isolation)
                 overlay = _record_overlay(job, checkout, env / ".bindery" / "overlay", before)
         job.check()
         record: dict[str, Any] = {
@@ -708,6 +842,7 @@ class LocalBuilder:
             "sandbox": sandbox,
             "uv_sandbox": "bwrap" if uv.writable is not None else "none",
             "uv_link_mode": uv.variables.get("UV_LINK_MODE", "hardlink"),
+            "network": "isolated" if isolation is not None else "shared",
             "created": datetime.now(UTC).isoformat(),
             "built_from": f"{job.request.repo.repo_url}@{job.request.repo.resolved_ref}",
             "durations": dict(job.durations),
@@ -733,6 +868,7 @@ class LocalBuilder:
                             chdir=Path("/")),
                     input=requirement + "\n", capture_output=True, text=True,
                     env=uv.variables, timeout=max(1.0, min(120.0, job.remaining())), cwd="/",
+                    pass_fds=uv.pass_fds,
                 )  # fmt: skip
             except subprocess.TimeoutExpired:
                 return False
@@ -746,7 +882,13 @@ class LocalBuilder:
         return found, skipped
 
     def _postbuild(
-        self, job: _Job, plan: BuildPlan, env: Path, interpreter: Interpreter, checkout: Path
+        self,
+        job: _Job,
+        plan: BuildPlan,
+        env: Path,
+        interpreter: Interpreter,
+        checkout: Path,
+        isolation: _Isolation | None,
     ) -> str:
         """Run postBuild in ``checkout`` with ``env`` active; returns the sandbox used."""
         script = checkout / plan.postbuild
@@ -772,7 +914,10 @@ class LocalBuilder:
                 **{k: v for k in _PASSED_ENV if (v := os.environ.get(k))},
             }
             if mode == "bwrap":
-                sandbox = _bwrap(interpreter, variables, writable=(env, checkout), chdir=checkout)
+                sandbox = _bwrap(
+                    interpreter, variables, writable=(env, checkout), chdir=checkout,
+                    isolation=isolation,
+                )  # fmt: skip
                 argv = [*sandbox, *command]
                 job.say(f"Running {plan.postbuild} in a bubblewrap sandbox")
             else:
@@ -781,7 +926,8 @@ class LocalBuilder:
                     f"{plan.postbuild} ran without a sandbox "
                     "(bubblewrap is not installed, or BINDERY_SANDBOX is none)."
                 )
-            status, tail = job.run(argv, cwd=checkout, env=variables)
+            fds = isolation.pass_fds if isolation is not None and mode == "bwrap" else ()
+            status, tail = job.run(argv, cwd=checkout, env=variables, pass_fds=fds)
         if status != 0:
             last = next((line for line in reversed(tail) if line.strip()), "")
             raise BackendError(
@@ -881,6 +1027,35 @@ class LocalBuilder:
             durations=dict(job.durations),
         )
 
+    # -- the network -------------------------------------------------------------------
+
+    @staticmethod
+    def _network(job: _Job) -> _Network:
+        """This build's :class:`_Network`, said once in the build log."""
+        tools, why = network_plan(sandboxed=sandbox_mode() == "bwrap")
+        if tools is None:
+            message = (
+                f"Build commands use this machine's network ({why}): a repository's build code "
+                "can reach every service listening on this machine, its loopback included."
+            )
+            if why == "BINDERY_BUILD_NETWORK is shared":  # as configured: said, not warned
+                job.say(message)
+                _log_once(message)
+            else:
+                job.warn(message)
+                _log_once(f"{message} Install passt (pasta) and bubblewrap to isolate builds.")
+            return _Network(None)
+        services = loopback_services({k: v for k in _PROXY_ENV if (v := os.environ.get(k))})
+        resolv = netns.host_sandbox_resolv_conf(netns.DNS_FORWARD)
+        extra = [f"port {port} of this machine's loopback ({what})" for port, what in services]
+        if resolv is not None:
+            extra.append(f"DNS through this machine's resolver ({netns.DNS_FORWARD})")
+        job.say(
+            "Build commands get a network of their own: the internet through pasta, nothing "
+            "on this machine" + (f" but {', '.join(extra)}" if extra else "")
+        )
+        return _Network(tools, tuple(port for port, _ in services), resolv)
+
     # -- uv ------------------------------------------------------------------------------
 
     @staticmethod
@@ -905,6 +1080,7 @@ class LocalBuilder:
         env: Path,
         checkout: Path,
         home: str,
+        isolation: _Isolation | None,
     ) -> _UvRunner:
         """How this build runs uv: in bubblewrap when there is a sandbox (see the module
         docstring), with what it may write and whether it hardlinks or copies."""
@@ -914,7 +1090,7 @@ class LocalBuilder:
                     "The repository's package was built without a sandbox (bubblewrap is not "
                     "installed, or BINDERY_SANDBOX is none)."
                 )
-            return _UvRunner(interpreter, self._uv_env(home), None, checkout)
+            return _UvRunner(interpreter, self._uv_env(home), None, checkout, None)
         variables = self._uv_env(_SANDBOX_TMP)
         variables["TMPDIR"] = _SANDBOX_TMP
         writable, copying = uv_binds(env)
@@ -925,7 +1101,7 @@ class LocalBuilder:
             job.say(f"Builds copy packages from the uv cache instead of hardlinking: {copying}.")
             _log_once(f"Builds copy packages from the uv cache instead of hardlinking: {copying}.")
         job.say("uv runs in a bubblewrap sandbox")
-        return _UvRunner(interpreter, variables, (*writable, checkout), checkout)
+        return _UvRunner(interpreter, variables, (*writable, checkout), checkout, isolation)
 
     @staticmethod
     def _index_args() -> list[str]:
@@ -935,7 +1111,7 @@ class LocalBuilder:
         return args
 
     def _uv(self, job: _Job, uv: _UvRunner, args: list[str], code: str) -> None:
-        status, tail = job.run(uv.argv(args), cwd=uv.chdir, env=uv.variables)
+        status, tail = job.run(uv.argv(args), cwd=uv.chdir, env=uv.variables, pass_fds=uv.pass_fds)
         if status == 0:
             return
         text = "\n".join(tail)
@@ -1089,12 +1265,16 @@ def _bwrap(
     writable: Sequence[Path],
     chdir: Path,
     read_only: Sequence[str] = (),
+    isolation: _Isolation | None = None,
 ) -> list[str]:
     """bubblewrap arguments: the system (/usr, /etc, /opt), the interpreter and ``read_only``
-    read-only; ``writable`` writable but a ``.git`` in them read-only; a private /tmp; the
-    network shared (the package index, pip inside postBuild); nothing else of the host: no
-    home directories, no portal code, settings or secrets, and nowhere else to write."""
-    argv = ["bwrap", "--die-with-parent", "--unshare-all", "--share-net"]
+    read-only; ``writable`` writable but a ``.git`` in them read-only; a private /tmp; a
+    network for the package index and pip inside postBuild: the one bubblewrap starts in,
+    with ``isolation`` the build's own namespace (the internet, nothing of this machine), else
+    the host's; nothing else of the host: no home directories, no portal code, settings or
+    secrets, and nowhere else to write."""
+    argv = [*(isolation.prefix if isolation is not None else ())]
+    argv += ["bwrap", "--die-with-parent", "--unshare-all", "--share-net"]
     for top in _SYSTEM:
         argv += ["--ro-bind-try", top, top]
     for link in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
@@ -1124,6 +1304,8 @@ def _bwrap(
             # git runs on the host afterwards (git status, for the overlay): code that
             # could edit .git/config could make it run a filter or hook of its choosing.
             argv += ["--ro-bind", str(place / ".git"), str(place / ".git")]
+    if isolation is not None and isolation.resolv is not None:  # over the host's, bound above
+        argv += ["--ro-bind", isolation.resolv, resolv]
     # The root is bubblewrap's own tmpfs, with the directories leading to the binds: read-only
     # too, so nothing can be written where it would look like a host path.
     argv += ["--remount-ro", "/", "--chdir", str(chdir), "--clearenv"]

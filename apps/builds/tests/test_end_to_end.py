@@ -19,7 +19,13 @@ from django.utils import timezone
 
 from apps.builds import services
 from apps.builds.models import Build, BuildLogLine
-from apps.builds.tests.helpers import Gate, envs_beside_the_cache
+from apps.builds.tests.helpers import (
+    Gate,
+    children_of,
+    envs_beside_the_cache,
+    exits,
+    pastas_of,
+)
 from apps.repos.models import Credential
 from apps.sessions.tests.conftest import wait_for
 from portal.celery import app as celery_app
@@ -156,11 +162,21 @@ def test_a_worker_killed_mid_build_does_not_leave_it_running(offline, alice, pub
     )  # fmt: skip
     try:
         services.enqueue_build(build.pk)
+        lines = BuildLogLine.objects.filter(build_id=build.pk, text__contains=gate.name)
+        gate.feed(wait_for(lambda: lines.values_list("text", flat=True).first(), 120, "postBuild"))
         gate.wait_arrival()  # postBuild is running inside the worker's build
         build.refresh_from_db()
         assert build.status == "running" and build.worker
+        isolated = BuildLogLine.objects.filter(
+            build_id=build.pk, text__startswith="Build commands get a network of their own"
+        ).exists()  # as the worker's own settings decided
+        pastas = pastas_of(worker.pid)  # (the solo pool builds in the worker process itself)
+        assert len(pastas) == (1 if isolated else 0)
+        sandboxes = children_of(worker.pid, "bwrap")  # postBuild's, the namespace's holder
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(timeout=30)
+        assert all(exits(pasta) for pasta in pastas), "pasta outlived its build's worker"
+        assert all(exits(pid) for pid in sandboxes), "a sandbox outlived its build's worker"
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)

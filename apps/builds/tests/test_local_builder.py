@@ -38,7 +38,11 @@ from apps.builds.tests.helpers import (
     Gate,
     Log,
     build,
+    builds_isolated,
+    children_of,
     envs_beside_the_cache,
+    exits,
+    pastas_of,
     resolved,
     unique,
 )
@@ -463,7 +467,7 @@ def test_two_simultaneous_builds_of_one_key_make_one_environment(
     first_sha = repo.head
     second_sha = git_host.commit(repo, {"notes.md": "a notebook-only change\n"})
     results: dict[str, BuildResult] = {}
-    logs = {"first": Log(), "second": Log()}
+    logs = {"first": Log(gate.feed), "second": Log(gate.feed)}
     waiting = logs["second"].watch("Waiting for another build of the same environment")
 
     def run(name: str, sha: str) -> None:
@@ -506,7 +510,7 @@ def test_cancel_kills_the_build_and_leaves_nothing_ready(
 
     def run() -> None:
         try:
-            LocalBuilder(base_requirements=SMALL_BASE).build(request, Log())
+            LocalBuilder(base_requirements=SMALL_BASE).build(request, Log(gate.feed))
         except BackendError as exc:
             failure.append(exc)
 
@@ -514,11 +518,14 @@ def test_cancel_kills_the_build_and_leaves_nothing_ready(
     worker.start()
     try:
         conn = gate.wait_arrival()
+        pastas = pastas_of(os.getpid())  # postBuild's network, started by the build's thread
+        assert len(pastas) == (1 if builds_isolated() else 0)
         request.cancel.set()
         worker.join(60)
         assert Gate.closed_by_peer(conn), "postBuild is still running"
     finally:
         gate.close()
+    assert all(exits(pasta) for pasta in pastas), "pasta outlived the cancelled build"
     assert [e.code for e in failure] == ["BUILD_CANCELLED"]
     assert environment_dirs() == []
     assert not list(Path(settings.BINDERY_ENVS_DIR).glob("*.json"))
@@ -529,18 +536,27 @@ def test_cancel_kills_the_build_and_leaves_nothing_ready(
     os.close(fd)
 
 
-def test_timeout_kills_the_build(git_host, settings, tmp_path):
+def test_timeout_kills_the_build(git_host: Any, settings: Any, tmp_path: Path) -> None:
     use_fresh_dirs(settings, tmp_path)
     gate = Gate()
     files = {"requirements.txt": "tabulate==0.9.0\n", "postBuild": "#!/bin/sh\n" + gate.script}
     repo = git_host.create_repo(unique("timeout"), files, executable=["postBuild"])
+    pastas: list[int] = []
+
+    def at_the_gate(line: str) -> None:  # postBuild's pasta, started by this thread
+        if "gate waiting at" in line:
+            pastas.extend(pastas_of(os.getpid()))
+
+    log = Log(gate.feed, at_the_gate)
     try:
         with pytest.raises(BackendError) as info:
-            build(resolved(git_host, repo), timeout=5)
+            build(resolved(git_host, repo), timeout=5, log=log)
         assert gate.arrived.is_set(), "the build timed out before postBuild"
         assert Gate.closed_by_peer(gate.connections[0]), "postBuild is still running"
     finally:
         gate.close()
+    assert len(pastas) == (1 if builds_isolated() else 0)
+    assert all(exits(pasta) for pasta in pastas), "pasta outlived the timed-out build"
     assert info.value.code == "BUILD_TIMEOUT"
     assert "longer than 5 s" in info.value.message
     assert environment_dirs() == []
@@ -559,7 +575,7 @@ def test_half_built_environment_of_a_killed_build_is_never_used(git_host, settin
         "from apps.repos.types import ResolvedRepo\n"
         "repo = ResolvedRepo(**json.loads(sys.argv[1]))\n"
         "LocalBuilder(base_requirements=json.loads(sys.argv[2])).build(\n"
-        "    BuildRequest(build_id=1, repo=repo), lambda *a, **k: None)\n"
+        "    BuildRequest(build_id=1, repo=repo), lambda line, **k: print(line, flush=True))\n"
     )
     env = {
         **os.environ,
@@ -575,18 +591,35 @@ def test_half_built_environment_of_a_killed_build_is_never_used(git_host, settin
         env=env,
         cwd=django_settings.BASE_DIR,
         start_new_session=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
+    assert worker.stdout is not None
+    worker_log = Log(gate.feed)
+    reader = threading.Thread(target=lambda: [worker_log(line) for line in worker.stdout or ()])
+    reader.start()
     try:
         conn = gate.wait_arrival()  # the worker is in postBuild
+        # (as the worker's own settings decided)
+        isolated = "Build commands get a network of their own" in worker_log.text
+        pastas = pastas_of(worker.pid)
+        assert len(pastas) == (1 if isolated else 0)
+        # postBuild's sandbox, and the one holding the build's network namespace
+        sandboxes = children_of(worker.pid, "bwrap")
+        assert len(sandboxes) == (2 if isolated else 1)
         os.killpg(worker.pid, signal.SIGKILL)  # as the OOM killer would
         worker.wait()
+        reader.join(60)
+        # they die with the worker (PR_SET_PDEATHSIG), though nobody stopped them
+        assert all(exits(pasta) for pasta in pastas), "pasta outlived its build's worker"
+        assert all(exits(pid) for pid in sandboxes), "a sandbox outlived its build's worker"
         (half_built,) = environment_dirs()
         assert (half_built / "pyvenv.cfg").is_file()
         assert store.env_record(half_built.name) is None  # never ready
         gate.open()  # let the orphaned postBuild finish and exit
         assert Gate.closed_by_peer(conn)
 
-        result, log = build(target)
+        result, log = build(target, log=Log(gate.feed))
     finally:
         gate.close()
     assert not result.reused

@@ -18,13 +18,9 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from apps.netns import listening_in_namespace, local_networks, sandbox_resolv_conf
 from apps.sessions.hub import HubClient
-from apps.sessions.spawner import (
-    BinderySpawner,
-    listening_in_namespace,
-    local_networks,
-    sandbox_resolv_conf,
-)
+from apps.sessions.spawner import BinderySpawner
 from apps.sessions.tests.conftest import (
     Hub,
     Running,
