@@ -111,6 +111,15 @@ BASE_REQUIREMENTS_FILE = Path(__file__).with_name("base-requirements.txt")
 MIN_PYTHON = (3, 10)
 # Removed after install unless the repository names them (see the module docstring).
 DROPPED_PACKAGES = ("rfc3987-syntax",)
+# JupyterLab asks every new user whether to fetch news from the internet and checks for
+# updates; neither makes sense in a managed environment. Defaults, not locks: a user can
+# still turn them on in the settings editor.
+LAB_OVERRIDES = {
+    "@jupyterlab/apputils-extension:notification": {
+        "fetchNews": "false",
+        "checkForUpdates": False,
+    }
+}
 _PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 _PASSED_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "NO_PROXY", "no_proxy", *_PROXY_ENV)
 _NETWORKS = ("auto", "isolated", "shared")
@@ -822,6 +831,7 @@ class LocalBuilder:
                     self._uv(job, uv, ["pip", "uninstall", "--python",
                                        str(env / "bin" / "python"), *drop],
                              "INSTALL_FAILED")  # fmt: skip
+            _quiet_jupyterlab(env)
         overlay: list[dict[str, str]] = []
         sandbox = ""
         if plan.postbuild:
@@ -1133,6 +1143,16 @@ class LocalBuilder:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _quiet_jupyterlab(env: Path) -> None:
+    """Write JupyterLab's admin defaults (LAB_OVERRIDES) unless the environment has its own."""
+    if not (env / "share" / "jupyter" / "lab").is_dir():
+        return  # no JupyterLab in this environment
+    overrides = env / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    if not overrides.exists():
+        overrides.parent.mkdir(parents=True, exist_ok=True)
+        overrides.write_text(json.dumps(LAB_OVERRIDES, indent=2) + "\n")
 
 
 def _absolute(line: str, checkout: Path) -> str:

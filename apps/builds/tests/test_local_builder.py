@@ -184,6 +184,9 @@ def test_requirements_txt_builds_a_jupyter_environment(jupyter_build):
     assert list(result.packages) == sorted(result.packages)
     env = Path(result.environment_path)
     assert (env / "bin" / "jupyterhub-singleuser").is_file()
+    overrides = json.loads((env / "share/jupyter/lab/settings/overrides.json").read_text())
+    notification = overrides["@jupyterlab/apputils-extension:notification"]
+    assert notification == {"fetchNews": "false", "checkForUpdates": False}  # no news popup
     assert run_in_env(result, "import tabulate, jupyterlab; print('ok')") == "ok"
     assert list(env.glob("lib/python*/site-packages/tabulate*/__pycache__/*.pyc")) or list(
         env.glob("lib/python*/site-packages/__pycache__/tabulate*.pyc")
