@@ -27,6 +27,23 @@ def _redis_server() -> Iterator[None]:
         proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_stray_connections(django_db_setup: Any, django_db_blocker: Any) -> Iterator[None]:
+    """Threads the tests start (Celery workers, async views' executors) may still hold a
+    PostgreSQL connection when the session ends; close them so the test database can be
+    dropped cleanly."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+
+
 @pytest.fixture(autouse=True)
 def _fast_test_settings(settings: Any) -> None:
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
