@@ -262,7 +262,7 @@ def main() -> None:
             timeout=10,
         ).json()
         portal_stop(stack.web, token, session)
-        env_path = str(Path(stack.env["BINDERY_VAR_DIR"]) / "envs" /
+        env_path = str(Path(stack.env["BINDERY_VAR_DIR"]) / "build" / "envs" /
                        detail["environment_key"])  # fmt: skip
         checkout = Path(root / "stock-checkout")
         checkouts = Path(stack.env["BINDERY_VAR_DIR"]) / "checkouts"
