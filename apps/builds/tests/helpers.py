@@ -6,6 +6,7 @@ import contextlib
 import os
 import select
 import shutil
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -223,3 +224,17 @@ def build(
         BuildRequest(build_id=1, repo=repo, **request), log
     )
     return result, log
+
+
+@contextlib.contextmanager
+def tcp_listener(family: socket.AddressFamily, host: str) -> Iterator[int]:
+    """A TCP listener (the kernel completes handshakes from its backlog: no accept needed)."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, 0))
+        sock.listen(64)
+        yield int(sock.getsockname()[1])
+    finally:
+        sock.close()

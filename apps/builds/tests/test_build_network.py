@@ -36,6 +36,7 @@ from apps.builds.tests.helpers import (
     exits,
     pastas_of,
     resolved,
+    tcp_listener,
     unique,
 )
 from portal.errors import BackendError
@@ -108,20 +109,6 @@ def _sandboxed(settings: Any, tmp_path: Path, git_host: Any) -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def _listener(family: socket.AddressFamily, host: str) -> Iterator[int]:
-    """A TCP listener (the kernel completes handshakes from its backlog: no accept needed)."""
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((host, 0))
-        sock.listen(64)
-        yield int(sock.getsockname()[1])
-    finally:
-        sock.close()
-
-
 def _probe_here(targets: list[Target]) -> list[str]:
     """The same probe, run on the host."""
     code = f"TARGETS = {targets!r}\n{PROBE}\nprint(json.dumps(network_report()['probes']))"
@@ -174,11 +161,11 @@ def _targets_on_this_machine() -> Iterator[tuple[list[Target], list[Target]]]:
     ipv6 = Path("/proc/net/if_inet6").exists()
     with contextlib.ExitStack() as stack:
         stack.enter_context(_address_pasta_does_not_copy())
-        anywhere = stack.enter_context(_listener(socket.AF_INET, "0.0.0.0"))
-        ours = [("127.0.0.1", stack.enter_context(_listener(socket.AF_INET, "127.0.0.1")))]
+        anywhere = stack.enter_context(tcp_listener(socket.AF_INET, "0.0.0.0"))
+        ours = [("127.0.0.1", stack.enter_context(tcp_listener(socket.AF_INET, "127.0.0.1")))]
         if ipv6:
-            anywhere6 = stack.enter_context(_listener(socket.AF_INET6, "::"))
-            ours.append(("::1", stack.enter_context(_listener(socket.AF_INET6, "::1"))))
+            anywhere6 = stack.enter_context(tcp_listener(socket.AF_INET6, "::"))
+            ours.append(("::1", stack.enter_context(tcp_listener(socket.AF_INET6, "::1"))))
         ours += [(a, anywhere6 if ":" in a else anywhere) for a in _host_addresses()]
         assert _probe_here(ours) == ["connected"] * len(ours), ours
         services = [("127.0.0.1", 5432), ("127.0.0.1", 6379), *([("::1", 6379)] if ipv6 else [])]
@@ -255,8 +242,8 @@ def test_a_proxy_on_the_loopback_is_all_an_isolated_build_reaches(
     git_host: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with (
-        _listener(socket.AF_INET, "127.0.0.1") as proxy,
-        _listener(socket.AF_INET, "127.0.0.1") as other,
+        tcp_listener(socket.AF_INET, "127.0.0.1") as proxy,
+        tcp_listener(socket.AF_INET, "127.0.0.1") as other,
     ):
         monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy}")
         targets = [("127.0.0.1", proxy), ("127.0.0.1", other), ("127.0.0.1", 5432)]

@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
+from apps.builds.tests.helpers import tcp_listener
 from apps.netns import listening_in_namespace, local_networks, sandbox_resolv_conf
 from apps.sessions.hub import HubClient
 from apps.sessions.spawner import BinderySpawner
@@ -70,20 +70,6 @@ def _probe_in_kernel(base: str, token: str, targets: list[tuple[str, int]]) -> l
     return list(json.loads(output))
 
 
-@contextlib.contextmanager
-def _listener(family: socket.AddressFamily, host: str) -> Iterator[int]:
-    """A TCP listener (the kernel completes handshakes from its backlog: no accept needed)."""
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((host, 0))
-        sock.listen(64)
-        yield int(sock.getsockname()[1])
-    finally:
-        sock.close()
-
-
 def _host_addresses() -> list[tuple[str, str]]:
     """``(address, interface)`` for every address of this host but the loopback's, as
     ``ip`` reports them (independently of the spawner's own reading of /proc)."""
@@ -124,12 +110,12 @@ def test_the_kernel_cannot_reach_services_on_this_machine(
     assert hub_api_port and public_port
     ipv6 = Path("/proc/net/if_inet6").exists()
     with contextlib.ExitStack() as stack:
-        loopback = stack.enter_context(_listener(socket.AF_INET, "127.0.0.1"))
-        anywhere = stack.enter_context(_listener(socket.AF_INET, "0.0.0.0"))
+        loopback = stack.enter_context(tcp_listener(socket.AF_INET, "127.0.0.1"))
+        anywhere = stack.enter_context(tcp_listener(socket.AF_INET, "0.0.0.0"))
         ours: list[tuple[str, int]] = [("127.0.0.1", loopback)]
         if ipv6:
-            anywhere6 = stack.enter_context(_listener(socket.AF_INET6, "::"))
-            ours.append(("::1", stack.enter_context(_listener(socket.AF_INET6, "::1"))))
+            anywhere6 = stack.enter_context(tcp_listener(socket.AF_INET6, "::"))
+            ours.append(("::1", stack.enter_context(tcp_listener(socket.AF_INET6, "::1"))))
         for address, interface in _host_addresses():
             if ":" not in address:
                 ours.append((address, anywhere))
@@ -354,6 +340,6 @@ def test_a_loopback_resolver_is_reached_through_pastas_dns_forwarding() -> None:
 
 
 def test_listening_sockets_are_found_in_a_processs_namespace() -> None:
-    with _listener(socket.AF_INET, "127.0.0.1") as port:
+    with tcp_listener(socket.AF_INET, "127.0.0.1") as port:
         assert listening_in_namespace(os.getpid(), port)
     assert not listening_in_namespace(os.getpid(), port)
