@@ -3,7 +3,6 @@ until it ends. Shared by the websocket consumer and the event-stream endpoint.""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +10,7 @@ from channels.layers import get_channel_layer
 
 from apps.builds.logs import group_for, line_payload, status_payload
 from apps.builds.models import Build, BuildLogLine
+from portal.events import listen
 
 REPLAY_CHUNK = 500
 CHECK_EVERY = 15.0  # seconds without events before re-reading the row (a lost publish)
@@ -56,20 +56,10 @@ async def follow_build(
                 yield {"kind": "log", "lines": lines}
             yield {"kind": "status", **status_payload(build)}
             return
-        waited = 0.0
-        wait = min(keepalive or CHECK_EVERY, CHECK_EVERY)
-        while True:
-            try:
-                message = await asyncio.wait_for(layer.receive(channel), timeout=wait)
-            except TimeoutError:
-                waited += wait
-                if keepalive:
-                    yield {"kind": "keepalive"}
-                if waited < CHECK_EVERY:
-                    continue
-                waited = 0.0
-                message = {"event": {"kind": "check"}}
-            event = message["event"]
+        async for event in listen(layer, channel, keepalive=keepalive, check_every=CHECK_EVERY):
+            if event["kind"] == "keepalive":
+                yield event
+                continue
             if event["kind"] == "log":
                 lines = [line for line in event["lines"] if line["n"] > last]
                 if lines and lines[0]["n"] != last + 1:  # a gap: fill it from the database

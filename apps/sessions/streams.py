@@ -8,7 +8,6 @@ repeats and gaps are filled from the database.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +17,7 @@ from apps.builds.logs import group_for as build_group
 from apps.builds.models import BuildLogLine
 from apps.sessions.events import event_payload, group_for, status_payload
 from apps.sessions.models import Session, SessionEvent
+from portal.events import listen
 
 CHECK_EVERY = 10.0
 END_STATES = {Session.Status.READY, Session.Status.STOPPED, Session.Status.FAILED}
@@ -87,20 +87,10 @@ async def follow_session(
                 yield item
             yield {"kind": "status", **status_payload(session)}
             return
-        wait = min(keepalive or CHECK_EVERY, CHECK_EVERY)
-        quiet = 0.0
-        while True:
-            try:
-                message = await asyncio.wait_for(layer.receive(channel), timeout=wait)
-            except TimeoutError:
-                quiet += wait
-                if keepalive:
-                    yield {"kind": "keepalive"}
-                if quiet < CHECK_EVERY:
-                    continue
-                quiet = 0.0
-                message = {"event": {"kind": "check"}}
-            incoming = message["event"]
+        async for incoming in listen(layer, channel, keepalive=keepalive, check_every=CHECK_EVERY):
+            if incoming["kind"] == "keepalive":
+                yield incoming
+                continue
             items: list[dict[str, Any]] = []
             if incoming["kind"] == "log":
                 items = [{"kind": "log", **line} for line in incoming["lines"]]
