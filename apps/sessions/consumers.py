@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from channels.db import database_sync_to_async
 
 from apps.sessions import selectors
+from apps.sessions.owners import existing_owner
 from apps.sessions.streams import follow_session
 from portal.consumers import RelayConsumer
 from portal.errors import NotFound
-
-
-def _owner(scope: dict[str, Any]) -> str:
-    session = scope.get("session")
-    return str(session.get("bindery_anonymous_owner", "")) if session is not None else ""
 
 
 class LaunchConsumer(RelayConsumer):
     async def connect(self) -> None:
         session_id = int(self.scope["url_route"]["kwargs"]["session_id"])
         try:
-            owner = await database_sync_to_async(_owner)(self.scope)
+            owner = await database_sync_to_async(existing_owner)(self.scope.get("session"))
             await database_sync_to_async(selectors.get_session_for_user)(
                 self.scope["user"], session_id, owner
             )

@@ -13,6 +13,7 @@ from django.http.response import HttpResponseBase
 
 from apps.sessions import services
 from apps.sessions.models import Session
+from apps.sessions.owners import anonymous_owner
 from apps.sessions.streams import follow_session
 from portal.errors import BinderyError
 from portal.streaming import TokenRejected, accepts_event_stream, authenticate, event_stream
@@ -68,13 +69,6 @@ async def _failed(error: BinderyError) -> AsyncIterator[str]:
     yield _data({"phase": "failed", "message": error.message + "\n", "code": error.code})
 
 
-def _owner_key(request: HttpRequest) -> str:
-    """Anonymous visitors own their sessions through their browser session."""
-    from apps.sessions.views import anonymous_owner
-
-    return anonymous_owner(request)
-
-
 async def build_stream(request: HttpRequest, provider: str, spec: str) -> HttpResponseBase:
     """GET /build/<provider>/<spec>: build and launch, streaming mybinder's events."""
     if not accepts_event_stream(request):
@@ -93,7 +87,7 @@ async def build_stream(request: HttpRequest, provider: str, spec: str) -> HttpRe
             {"error": "NOT_AUTHENTICATED", "detail": "Sign in or send an API token to launch."},
             status=401,
         )
-    owner = await database_sync_to_async(_owner_key)(request) if anonymous else ""
+    owner = await database_sync_to_async(anonymous_owner)(request.session) if anonymous else ""
     spec = raw_path_spec(request, f"/build/{provider}/", spec)
     try:
         urlpath = services.clean_urlpath(

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import secrets
 from typing import Any
 from urllib.parse import urlencode
 
@@ -14,7 +13,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.builds.views import PHASES as BUILD_PHASES
-from apps.sessions import selectors, services
+from apps.sessions import owners, selectors, services
 from apps.sessions.api.serializers import SessionSerializer
 from portal.api import current_user
 from portal.errors import BinderyError
@@ -24,12 +23,7 @@ LAUNCH_PHASES = [*BUILD_PHASES[:3], ("launching", "Launching"), ("ready", "Ready
 
 
 def anonymous_owner(request: HttpRequest) -> str:
-    """A random id kept in the visitor's browser session: it owns their anonymous launches."""
-    owner = request.session.get("bindery_anonymous_owner")
-    if not owner:
-        owner = secrets.token_hex(16)
-        request.session["bindery_anonymous_owner"] = owner
-    return str(owner)
+    return owners.anonymous_owner(request.session)
 
 
 def _owner(request: HttpRequest) -> tuple[Any, str]:
