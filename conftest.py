@@ -13,7 +13,21 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
+from apps.testing import require
 from portal import embedded_redis
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "requires(condition, reason): skip unless condition holds; fail instead in CI "
+        "(CI=true). Made by apps.testing.requires.",
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("requires"):
+        require(mark.args[0], mark.kwargs["reason"])
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -49,6 +63,8 @@ def _fast_test_settings(settings: Any) -> None:
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     # Password hashing is not under test; PBKDF2's 10^6 rounds would dominate the suite.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Most tests queue builds that no worker runs; the per-user cap has tests of its own.
+    settings.BINDERY_MAX_BUILDS_PER_USER = 50
 
 
 @pytest.fixture
