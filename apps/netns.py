@@ -10,8 +10,13 @@ How a sandbox is isolated:
    the options of :class:`SandboxPipes`: it reports its first process's pid on the
    ``--info-fd`` pipe as soon as the namespaces exist, then waits on ``--block-fd``.
 2. :func:`prohibit_host_networks` enters that network namespace (``nsenter`` + ``ip -batch``)
-   before pasta creates its interface: IPv6 off on new interfaces, and every address of this
-   host a ``prohibit`` route (pasta's NAT would otherwise connect to them on the host).
+   before pasta creates its interface: IPv6 off on new interfaces, every address of this
+   host a ``prohibit`` route (pasta's NAT would otherwise connect to them on the host), and
+   the policy rules of :func:`sandbox_routes`: no link-local (the cloud metadata address),
+   shared, private, multicast or reserved IPv4 range (:data:`DEFAULT_BLOCKED`, plus what the
+   caller adds: the database's and Redis's hosts) but what the operator allows, and the
+   host's resolvers on port 53. The namespace belongs to root's user namespace: a sandbox
+   entering it as an unprivileged uid cannot change its routes or rules.
 3. :func:`start_pasta` attaches pasta (Debian package ``passt``) to the namespace:
    ``--config-net`` copies the host's IPv4 address and routes, ``--no-map-gw`` keeps the
    gateway the real one (this pasta maps it to the host's loopback otherwise),
@@ -38,6 +43,7 @@ import json
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import tempfile
 import threading
@@ -54,6 +60,24 @@ _RTF_LOCAL = 0x80000000  # /proc/net/ipv6_route: a local route (an address of th
 _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _READY_POLL = 0.002  # seconds between looks for pasta's pid file
+# IPv4 ranges a sandbox does not reach unless the operator allows them: nothing there is
+# the public internet, and some of it is the cloud's or the site's own.
+DEFAULT_BLOCKED = (
+    "0.0.0.0/8",  # "this network"
+    "10.0.0.0/8",  # private
+    "100.64.0.0/10",  # shared address space (carrier-grade NAT, some clouds' internals)
+    "169.254.0.0/16",  # link-local: the cloud metadata service at 169.254.169.254
+    "172.16.0.0/12",  # private
+    "192.0.0.0/24",  # IETF protocol assignments
+    "192.168.0.0/16",  # private
+    "224.0.0.0/4",  # multicast
+    "240.0.0.0/4",  # reserved, and the broadcast address
+)
+# (The documentation ranges 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24 and the
+# benchmarking 198.18.0.0/15 are not blocked: some sandboxed machines, this project's CI
+# included, put their own network or their package mirrors there.)
+RULE_PRIORITY = 1000  # the first policy rule's; after "lookup local" (0), before main (32766)
+_GATEWAY_PROTOCOLS = ("tcp", "udp", "icmp")  # all that pasta forwards
 
 
 # --- this host ------------------------------------------------------------------------------
@@ -100,6 +124,51 @@ def has_ipv4_default_route() -> bool:
             if len(fields) > 7 and fields[1] == "00000000" and fields[7] == "00000000":
                 return True
     return False
+
+
+def ipv4_default_gateways(route: str) -> list[str]:
+    """The gateways of the IPv4 default routes in the text of ``/proc/net/route``."""
+    found = []
+    for line in route.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 7 and fields[1] == "00000000" and fields[7] == "00000000":
+            raw = int(fields[2], 16)  # in the host's byte order
+            gateway = str(ipaddress.IPv4Address(struct.pack("=I", raw)))
+            if raw and gateway not in found:
+                found.append(gateway)
+    return found
+
+
+def host_default_gateways() -> list[str]:
+    """:func:`ipv4_default_gateways` of this host: pasta (``--no-map-gw``) gives the namespace
+    the same."""
+    try:
+        return ipv4_default_gateways(Path("/proc/net/route").read_text())
+    except OSError:
+        return []
+
+
+def resolv_conf_servers(text: str) -> list[str]:
+    """The IPv4 ``nameserver`` addresses of a ``resolv.conf`` text, in order."""
+    found = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) > 1 and words[0] == "nameserver":
+            try:
+                address = ipaddress.ip_address(words[1])
+            except ValueError:
+                continue
+            if address.version == 4 and str(address) not in found:
+                found.append(str(address))
+    return found
+
+
+def host_resolvers() -> list[str]:
+    """:func:`resolv_conf_servers` of this host's ``/etc/resolv.conf``."""
+    try:
+        return resolv_conf_servers(Path("/etc/resolv.conf").read_text())
+    except OSError:
+        return []
 
 
 def is_loopback(host: str) -> bool:
@@ -262,13 +331,83 @@ class SandboxPipes:
 # --- the namespace side -----------------------------------------------------------------------
 
 
-def prohibit_host_networks(tools: Tools, pid: int) -> list[str]:
+def _ipv4_networks(values: Sequence[str]) -> list[ipaddress.IPv4Network]:
+    """IPv4 networks of ``values`` (CIDRs or addresses; host bits ignored), IPv6 ones left
+    out (a sandbox's namespace has no IPv6 but its loopback); raises ValueError."""
+    found: list[ipaddress.IPv4Network] = []
+    for value in values:
+        net = ipaddress.ip_network(value.strip(), strict=False)
+        if isinstance(net, ipaddress.IPv4Network) and net not in found:
+            found.append(net)
+    return found
+
+
+def sandbox_routes(
+    host_local: Sequence[str],
+    blocked: Sequence[str] = DEFAULT_BLOCKED,
+    allowed: Sequence[str] = (),
+    resolvers: Sequence[str] = (),
+    gateways: Sequence[str] = (),
+) -> list[str]:
+    """The ``ip -batch`` lines that give a sandbox's network namespace its policy, to run
+    before pasta configures it. Pure: the caller says what this host has.
+
+    - ``host_local`` (:func:`host_local_networks`): ``prohibit`` routes in the main table,
+      IPv4 and IPv6, which no rule below lifts (each rule's ``lookup main`` finds them).
+    - ``resolvers`` (the host's IPv4 nameservers, and :data:`DNS_FORWARD` where pasta
+      forwards DNS): reachable on port 53 (UDP and TCP) only, whatever range they are in.
+    - ``allowed`` and ``blocked`` (CIDRs): rules ordered most specific first, an allowed
+      network before a blocked one of the same size, so ``10.1.0.0/16`` allowed lifts that
+      part of a blocked ``10.0.0.0/8`` but not a blocked ``10.1.0.7/32`` inside it (the
+      database's host stays blocked when its range is allowed), unless that is named too.
+      An allowed network lifts only blocked ones at least as large (``0.0.0.0/0`` lifts
+      nothing): name the ranges to lift.
+    - ``gateways`` (the host's IPv4 default gateways, which pasta copies): one the policy
+      blocks stays looked up in the main table for the kernel's check of the default
+      route's next hop (without it pasta's default route is refused and nothing works) while
+      TCP, UDP and ICMP to it are prohibited.
+
+    Rules get priorities from :data:`RULE_PRIORITY` on. IPv6 entries of ``blocked``,
+    ``allowed``, ``resolvers`` and ``gateways`` are ignored. Raises ValueError for a value
+    that is not an address or network.
+    """
+    lines = [f"route add prohibit {ipaddress.ip_network(n, strict=False)}\n" for n in host_local]
+    rules: list[str] = []
+    for resolver in _ipv4_networks(resolvers):
+        if resolver.prefixlen == 32 and not resolver.is_loopback:
+            rules += [f"to {resolver} ipproto {p} dport 53 lookup main" for p in ("udp", "tcp")]
+    ranges = sorted(
+        [(net, True) for net in _ipv4_networks(allowed)]
+        + [(net, False) for net in _ipv4_networks(blocked)],
+        key=lambda item: (-item[0].prefixlen, not item[1]),
+    )
+    for gateway in _ipv4_networks(gateways):
+        verdict = next((ok for net, ok in ranges if gateway.subnet_of(net)), True)
+        if gateway.prefixlen == 32 and not verdict:
+            rules += [f"to {gateway} ipproto {p} prohibit" for p in _GATEWAY_PROTOCOLS]
+            rules.append(f"to {gateway} lookup main")
+    rules += [f"to {net} {'lookup main' if ok else 'prohibit'}" for net, ok in ranges]
+    return lines + [f"rule add prio {RULE_PRIORITY + i} {rule}\n" for i, rule in enumerate(rules)]
+
+
+def prohibit_host_networks(
+    tools: Tools,
+    pid: int,
+    *,
+    blocked: Sequence[str] = DEFAULT_BLOCKED,
+    allowed: Sequence[str] = (),
+    dns_forward: str | None = DNS_FORWARD,
+) -> list[str]:
     """In ``pid``'s network namespace, before pasta creates its interface: no IPv6 on new
-    interfaces, and every address of this host a ``prohibit`` route (the addresses pasta
-    copies into the namespace, and the loopback, are the namespace's own anyway). Returns
-    the prohibited networks; raises RuntimeError."""
+    interfaces, and the policy of :func:`sandbox_routes` for this host: every address of
+    this host a ``prohibit`` route (the addresses pasta copies into the namespace, and the
+    loopback, are the namespace's own anyway), ``blocked`` but ``allowed`` networks
+    prohibited, the host's resolvers and ``dns_forward`` (pasta's DNS address, when it is
+    given one) reachable on port 53. Returns the prohibited host networks; raises
+    RuntimeError, and ValueError for a bad network in ``blocked`` or ``allowed``."""
     networks = host_local_networks()
-    script = "".join(f"route add prohibit {net}\n" for net in networks)
+    resolvers = host_resolvers() + ([dns_forward] if dns_forward else [])
+    script = "".join(sandbox_routes(networks, blocked, allowed, resolvers, host_default_gateways()))
     shell = (
         "set -e; f=/proc/sys/net/ipv6/conf/default/disable_ipv6; "
         'if [ -e $f ]; then echo 1 > $f; fi; exec "$0" -batch -'
@@ -426,15 +565,21 @@ def isolate(
     to_host: Sequence[int] = (),
     dns_forward: str | None = None,
     timeout: float = 30,
+    blocked: Sequence[str] = DEFAULT_BLOCKED,
+    allowed: Sequence[str] = (),
+    cgroup_procs: Sequence[str] = (),
 ) -> Pasta:
     """Give ``pid``'s network namespace (a bubblewrap sandbox's, blocked on ``--block-fd``)
-    outbound IPv4 through pasta and nothing of this host; returns once pasta has configured
+    outbound IPv4 through pasta and nothing of this host, nor of ``blocked`` networks but
+    ``allowed`` ones (:func:`prohibit_host_networks`); returns once pasta has configured
     it. The caller stops the returned :class:`Pasta` when the sandbox is done. Raises
-    RuntimeError or TimeoutError (pasta is stopped then)."""
-    prohibited = prohibit_host_networks(tools, pid)
+    RuntimeError or TimeoutError (pasta is stopped then), ValueError for a bad network."""
+    prohibited = prohibit_host_networks(
+        tools, pid, blocked=blocked, allowed=allowed, dns_forward=dns_forward
+    )
     pasta = start_pasta(
         tools, pid, inbound=inbound, to_host=to_host, dns_forward=dns_forward,
-        prohibited=len(prohibited),
+        prohibited=len(prohibited), cgroup_procs=cgroup_procs,
     )  # fmt: skip
     try:
         pasta.wait_ready(timeout)
@@ -463,8 +608,10 @@ class Namespace:
         fd: int,
         pasta: Pasta,
         nsenter: str,
+        pid: int = 0,
     ) -> None:
         self._holder = holder
+        self.pid = pid  # a process in the namespace (the holder's), for /proc/<pid>/net
         self._pipes = pipes
         self.fd = fd
         self.pasta = pasta
@@ -480,8 +627,14 @@ class Namespace:
         to_host: Sequence[int] = (),
         dns_forward: str | None = None,
         timeout: float = 30,
+        blocked: Sequence[str] = DEFAULT_BLOCKED,
+        allowed: Sequence[str] = (),
+        inbound: str = "none",
+        cgroup_procs: Sequence[str] = (),
     ) -> Namespace:
-        """Raises RuntimeError, OSError or subprocess.SubprocessError (nothing is left)."""
+        """``blocked``, ``allowed``, ``inbound`` (ports of the host forwarded in: a
+        session's server) and ``cgroup_procs`` (pasta's): as :func:`isolate`. Raises
+        RuntimeError, OSError, ValueError or subprocess.SubprocessError (nothing is left)."""
         pipes = SandboxPipes()
         holder: subprocess.Popen[bytes] | None = None
         fd = -1
@@ -501,7 +654,10 @@ class Namespace:
                 raise RuntimeError(f"{exc}: {error.strip()[-500:]}") from None
             # (the holder cannot exit before it is released or killed: its pid is its own)
             fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
-            pasta = isolate(tools, pid, to_host=to_host, dns_forward=dns_forward, timeout=timeout)
+            pasta = isolate(
+                tools, pid, to_host=to_host, dns_forward=dns_forward, timeout=timeout,
+                blocked=blocked, allowed=allowed, inbound=inbound, cgroup_procs=cgroup_procs,
+            )  # fmt: skip
         except BaseException:
             if holder is not None:
                 _end(holder)
@@ -509,7 +665,7 @@ class Namespace:
             if fd >= 0:
                 os.close(fd)
             raise
-        return cls(holder, pipes, fd, pasta, tools.nsenter)
+        return cls(holder, pipes, fd, pasta, tools.nsenter, pid)
 
     def close(self) -> None:
         """End the holder and pasta (pasta is reaped by a thread); idempotent."""
@@ -532,7 +688,9 @@ def _end(process: subprocess.Popen[bytes]) -> None:
 
 
 __all__ = [
+    "DEFAULT_BLOCKED",
     "DNS_FORWARD",
+    "RULE_PRIORITY",
     "SYSTEM_PATH",
     "Namespace",
     "Pasta",
@@ -540,14 +698,19 @@ __all__ = [
     "Tools",
     "find_tools",
     "has_ipv4_default_route",
+    "host_default_gateways",
     "host_local_networks",
+    "host_resolvers",
     "host_sandbox_resolv_conf",
+    "ipv4_default_gateways",
     "is_loopback",
     "isolate",
     "listening_in_namespace",
     "local_networks",
     "prohibit_host_networks",
     "read_child_pid",
+    "resolv_conf_servers",
     "sandbox_resolv_conf",
+    "sandbox_routes",
     "start_pasta",
 ]

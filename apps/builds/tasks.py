@@ -33,3 +33,24 @@ def run_build(self: Any, build_id: int) -> str | None:
 def reap_stale_builds() -> list[int]:
     """Fail builds whose worker died, that never started or ran past their time."""
     return services.reap_stale_builds()
+
+
+@shared_task(acks_late=True, soft_time_limit=600, time_limit=660)
+def prune_build_logs() -> int:
+    """Delete the stored logs of builds finished more than BINDERY_BUILD_LOG_RETENTION_DAYS
+    ago (the builds stay). Returns the number of lines deleted; safe to run twice."""
+    return services.prune_build_logs()
+
+
+@shared_task(acks_late=True, soft_time_limit=1800, time_limit=1860)
+def prune_environments() -> int:
+    """Remove the least recently used environments and checkouts down to
+    BINDERY_BUILD_DISK_BUDGET (never one a session uses, nor one a build holds), as
+    ``manage.py prune_builds`` does. Returns how many entries went; safe to run twice."""
+    from apps.builds.backends import disk
+    from apps.builds.selectors import environment_keys_in_use
+
+    if settings.BINDERY_BACKEND != "local":
+        return 0
+    budget = disk.parse_size(settings.BINDERY_BUILD_DISK_BUDGET)
+    return len(disk.prune(budget, environment_keys_in_use()).removed)
