@@ -44,6 +44,9 @@ def register_check(name: str, check: Check) -> None:
 @never_cache
 @require_GET
 def health(request: HttpRequest) -> JsonResponse:
+    """Every check's result. Staff see what each answered (a failing one's exception text,
+    timings); everyone else — load balancers, visitors — only whether each passed, since
+    exception text can name hosts, paths and versions."""
     results: dict[str, dict[str, object]] = {}
     for name, check in CHECKS.items():
         started = time.perf_counter()
@@ -53,5 +56,7 @@ def health(request: HttpRequest) -> JsonResponse:
             results[name] = {"ok": False, "detail": str(exc) or type(exc).__name__}
         results[name]["ms"] = round((time.perf_counter() - started) * 1000, 1)
     failing = [name for name, result in results.items() if not result["ok"]]
+    if not (request.user.is_authenticated and request.user.is_staff):
+        results = {name: {"ok": result["ok"]} for name, result in results.items()}
     body = {"status": "fail" if failing else "ok", "failing": failing, "checks": results}
     return JsonResponse(body, status=503 if failing else 200)

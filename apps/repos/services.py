@@ -131,16 +131,19 @@ def resolve_url(
 def _credential_rows(
     user: User | AnonymousUser | None, host: str, team: Team | None
 ) -> list[Credential]:
+    # A team's credential is lent for that team's launches only: a member launching for
+    # themselves (or for another team) must not read the team's private repositories with
+    # it — nor, through postBuild, hand its token to code the team never chose.
     if user is None or not user.is_authenticated or not host:
         return []
     own = list(Credential.objects.filter(user=user, host=host.lower()).order_by("created_at", "id"))
+    if team is None:
+        return own
     shared = list(
-        Credential.objects.filter(host=host.lower(), team__memberships__user=user)
+        Credential.objects.filter(host=host.lower(), team=team, team__memberships__user=user)
         .select_related("team")
-        .order_by("team__name", "created_at", "id")
+        .order_by("created_at", "id")
     )
-    if team is not None:
-        shared.sort(key=lambda c: c.team_id != team.pk)  # stable: the given team first
     return own + shared
 
 
@@ -169,22 +172,26 @@ def _usable_credentials(
 def credentials_for(
     user: User | AnonymousUser | None, host: str, team: Team | None = None
 ) -> tuple[GitCredential, ...]:
-    """The credentials ``user`` may use for ``host`` (``host[:port]``), in the order to try
-    them: the user's own, then those of teams the user belongs to (``team``'s first when
-    given; a team the user is not in contributes nothing). Unreadable ones are skipped."""
+    """The credentials a launch or build by ``user`` for ``team`` (None: for themselves) may
+    use for ``host`` (``host[:port]``), in the order to try them: the user's own, then —
+    only when ``team`` is given and the user is in it — that team's. Other teams' never.
+    Unreadable ones are skipped."""
     return tuple(git for _, git in _usable_credentials(user, host, team))
 
 
 def credential_used(
     resolved: ResolvedRepo, user: User | AnonymousUser | None, *, team: Team | None = None
 ) -> Credential | None:
-    """The stored credential a resolution needed (None for a public repository), when
-    ``user`` may use it. ``team`` is accepted for symmetry with ``resolve``."""
+    """The stored credential a resolution needed (None for a public repository), when a
+    launch by ``user`` for ``team`` may use it: the user's own, or ``team``'s."""
     if resolved.credential_id is None:
         return None
     from apps.repos.selectors import credentials_for_user
 
-    return credentials_for_user(user).filter(pk=resolved.credential_id).first()
+    credential = credentials_for_user(user).filter(pk=resolved.credential_id).first()
+    if credential is None or credential.team_id is None:
+        return credential  # the user's own (credentials_for_user checked whose)
+    return credential if team is not None and credential.team_id == team.pk else None
 
 
 def load_git_credential(credential_id: int) -> GitCredential:

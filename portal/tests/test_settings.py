@@ -34,6 +34,9 @@ PRODUCTION = {
     "ALLOWED_HOSTS": "bindery.example.org",
     "BINDERY_ENCRYPTION_KEY": "Tz0GJmDmPpA-9gYq8AxOvQ4x2bHqS2V8CSd8Yd4u8eE=",
     "BINDERY_HUB_TOKEN": "h" * 64,
+    # The hub on a host of its own: the portal refuses to start when they share one.
+    "BINDERY_SITE_URL": "https://bindery.example.org",
+    "BINDERY_HUB_URL": "https://hub.example.net",
 }
 
 
@@ -62,3 +65,42 @@ def test_local_secret_key_is_generated_once_and_kept(tmp_path):
     assert oct((tmp_path / "secret_key").stat().st_mode)[-3:] == "600"
     _manage("check", BINDERY_VAR_DIR=str(tmp_path))
     assert (tmp_path / "secret_key").read_text() == key
+
+
+def test_production_refuses_a_hub_on_the_portals_host_name(tmp_path):
+    # Another port is not another host for cookies: the portal's would reach user servers.
+    env = {**PRODUCTION, "BINDERY_HUB_URL": "https://Bindery.example.org:8443"}
+    result = _manage("check", BINDERY_VAR_DIR=str(tmp_path), **env)
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert "BINDERY_HUB_URL must not have the portal's host name (bindery.example.org)" in (
+        result.stderr
+    )
+
+
+def test_production_refuses_user_subdomains_under_the_portals_host_name(tmp_path):
+    env = {**PRODUCTION, "BINDERY_HUB_SUBDOMAIN_HOST": "https://bindery.example.org"}
+    result = _manage("check", BINDERY_VAR_DIR=str(tmp_path), **env)
+    assert result.returncode != 0
+    assert "BINDERY_HUB_SUBDOMAIN_HOST must not have the portal's host name" in result.stderr
+
+
+def test_production_starts_with_the_hub_and_its_subdomains_elsewhere(tmp_path):
+    env = {**PRODUCTION, "BINDERY_HUB_SUBDOMAIN_HOST": "hub.example.net"}
+    result = _manage("check", BINDERY_VAR_DIR=str(tmp_path), **env)
+    assert result.returncode == 0, result.stderr
+    shown = _manage(
+        "shell", "-c",
+        "from django.conf import settings; print(settings.BINDERY_HUB_SUBDOMAIN_HOST)",
+        BINDERY_VAR_DIR=str(tmp_path), **env,
+    )  # fmt: skip
+    assert shown.stdout.strip().splitlines()[-1] == "https://hub.example.net"  # as the hub does
+
+
+def test_development_allows_the_shared_host(tmp_path):
+    # One laptop: 127.0.0.1:8000 and :8001 (the defaults) are fine outside production.
+    result = _manage(
+        "check", BINDERY_VAR_DIR=str(tmp_path), BINDERY_SITE_URL="http://127.0.0.1:8000",
+        BINDERY_HUB_URL="http://127.0.0.1:8001",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr

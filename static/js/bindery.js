@@ -11,3 +11,22 @@ document.addEventListener("click", (event) => {
     setTimeout(() => { button.textContent = before; }, 1500);
   }).catch(() => { field.select?.(); });
 });
+
+// Behaviours pages ask for with data attributes (the Content-Security-Policy allows no
+// inline handlers): confirm before submitting, submit on change, select on click, reload.
+document.addEventListener("submit", (event) => {
+  const form = event.target.closest("form[data-confirm]");
+  if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
+});
+document.addEventListener("change", (event) => {
+  const field = event.target.closest("[data-submit-on-change]");
+  if (field && field.form) field.form.requestSubmit ? field.form.requestSubmit() : field.form.submit();
+});
+document.addEventListener("click", (event) => {
+  const field = event.target.closest("[data-select-on-click]");
+  if (field && field.select) field.select();
+});
+document.addEventListener("DOMContentLoaded", () => {
+  const reload = document.querySelector("[data-reload-after]");
+  if (reload) setTimeout(() => location.reload(), Number(reload.dataset.reloadAfter) || 15000);
+});

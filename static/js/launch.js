@@ -1,5 +1,7 @@
-// The launch page: start the session (POST to this /v2/ URL), follow its websocket —
-// build lines into the terminal, steps into the phase bar — then open the server.
+// The launch page: start the session (POST to this /v2/ URL) when the person presses
+// Launch (or at once when the page says so: a navigation from the portal itself), follow
+// its websocket — build lines into the terminal, steps into the phase bar — then open the
+// server. Its settings come from the json_script block #launch-config.
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
@@ -55,11 +57,13 @@
     });
   }
 
-  async function start(options) {
-    if (options.sessionId) { follow(options.sessionId); return; }
+  async function launch(options) {
+    $("launch-confirm") && ($("launch-confirm").hidden = true);
+    $("launch-progress").hidden = false;
     const url = location.pathname + (options.query ? "?" + options.query : "");
+    const csrf = document.querySelector("#launch-form [name=csrfmiddlewaretoken]").value;
     const response = await fetch(url, {
-      method: "POST", headers: { "X-CSRFToken": options.csrf, Accept: "application/json" },
+      method: "POST", headers: { "X-CSRFToken": csrf, Accept: "application/json" },
       credentials: "same-origin",
     });
     const body = await response.json();
@@ -75,5 +79,17 @@
     follow(body.session);
   }
 
+  function start(options) {
+    if (options.sessionId) { follow(options.sessionId); return; }
+    if (options.autostart) { launch(options); return; }
+    $("launch-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      $("launch-button").disabled = true;
+      launch(options);
+    });
+  }
+
   window.BinderyLaunch = { start };
+  const config = document.getElementById("launch-config");
+  if (config) start(JSON.parse(config.textContent));
 })();

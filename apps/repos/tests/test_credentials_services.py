@@ -33,31 +33,29 @@ def test_the_host_is_stored_lower_case(crew):
         Credential.objects.create(host="GitHub.com", encrypted_token="x", user=crew.member)
 
 
-def test_credentials_for_orders_own_then_given_team_then_other_teams(crew):
-    other = Team.objects.create(name="Alpha", slug="alpha")  # sorts before "Ocean Lab"
+def test_credentials_for_offers_a_teams_credential_only_for_that_teams_launches(crew):
+    other = Team.objects.create(name="Alpha", slug="alpha")
     Membership.objects.create(team=other, user=crew.member, role=Role.OWNER)
     services.create_credential(crew.owner, host="github.com", token="ocean", team=crew.team)
     services.create_credential(crew.member, host="github.com", token="alpha", team=other)
     services.create_credential(crew.member, host="github.com", token="own")
     services.create_credential(crew.member, host="gitlab.com", token="other-host")
     services.create_credential(crew.outsider, host="github.com", token="outsider")
-    tokens = [c.token for c in services.credentials_for(crew.member, "github.com")]
-    assert tokens == ["own", "alpha", "ocean"]
+    # Launching for oneself: one's own credentials only, never a team's.
+    assert [c.token for c in services.credentials_for(crew.member, "github.com")] == ["own"]
+    # For a team: one's own, then that team's; never another team's.
     tokens = [c.token for c in services.credentials_for(crew.member, "GitHub.com", crew.team)]
-    assert tokens == ["own", "ocean", "alpha"]
+    assert tokens == ["own", "ocean"]
+    tokens = [c.token for c in services.credentials_for(crew.member, "github.com", other)]
+    assert tokens == ["own", "alpha"]
     # A team the user is not in contributes nothing, even when named.
     outsiders_team = Team.objects.create(name="Zed", slug="zed")
     Membership.objects.create(team=outsiders_team, user=crew.outsider, role=Role.OWNER)
     services.create_credential(crew.outsider, host="github.com", token="zed", team=outsiders_team)
-    assert [
-        c.token for c in services.credentials_for(crew.member, "github.com", outsiders_team)
-    ] == [
-        "own",
-        "alpha",
-        "ocean",
-    ]
+    tokens = [c.token for c in services.credentials_for(crew.member, "github.com", outsiders_team)]
+    assert tokens == ["own"]
     assert services.credentials_for(None, "github.com") == ()
-    assert services.credentials_for(crew.outsider, "github.com")[0].token == "outsider"
+    assert [c.token for c in services.credentials_for(crew.outsider, "github.com")] == ["outsider"]
 
 
 def test_git_credential_username_defaults(crew):
