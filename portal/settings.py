@@ -11,9 +11,12 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from portal.sandbox_network import parse_networks
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.FileAwareEnv()  # every variable also reads from <NAME>_FILE (mounted secrets)
@@ -94,6 +97,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "portal.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -168,10 +172,33 @@ CACHES = {
         "TIMEOUT": 300,
     }
 }
+
+# --- Live streams (the channel layer, event streams, websockets) -------------------------
+# channels_redis blocks in BZPOPMIN for 5 s at a time: redis-py's read timeout must be
+# longer, or it gives up on reads the server is about to answer (its default is 5 s).
+BINDERY_CHANNEL_SOCKET_TIMEOUT = env.float("BINDERY_CHANNEL_SOCKET_TIMEOUT", default=15.0)
+# The longest silence on an event stream: a `:keepalive` comment comes at least this often.
+BINDERY_STREAM_KEEPALIVE = env.float("BINDERY_STREAM_KEEPALIVE", default=15.0)
+# Followers re-read the rows after this many quiet seconds (a publish may have been lost)...
+BINDERY_STREAM_CHECK_EVERY = env.float("BINDERY_STREAM_CHECK_EVERY", default=10.0)
+# ...and this often while the channel layer is failing, reconnecting with back-off up to
+# BINDERY_STREAM_RETRY_MAX seconds between attempts.
+BINDERY_STREAM_POLL_EVERY = env.float("BINDERY_STREAM_POLL_EVERY", default=2.0)
+BINDERY_STREAM_RETRY_MAX = env.float("BINDERY_STREAM_RETRY_MAX", default=10.0)
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_KEY_PREFIX}:asgi", "expiry": 30},
+        "CONFIG": {
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "socket_timeout": BINDERY_CHANNEL_SOCKET_TIMEOUT,
+                    "socket_connect_timeout": 5,
+                }
+            ],
+            "prefix": f"{REDIS_KEY_PREFIX}:asgi",
+            "expiry": 30,
+        },
     }
 }
 
@@ -198,6 +225,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "reap-stale-builds": {"task": "apps.builds.tasks.reap_stale_builds", "schedule": 60.0},
     "reconcile-sessions": {"task": "apps.sessions.tasks.reconcile_sessions", "schedule": 60.0},
     "cull-sessions": {"task": "apps.sessions.tasks.cull_sessions", "schedule": 60.0},
+    "prune-build-logs": {"task": "apps.builds.tasks.prune_build_logs", "schedule": 3600.0},
+    "prune-environments": {"task": "apps.builds.tasks.prune_environments", "schedule": 3600.0},
 }
 CELERY_TIMEZONE = "UTC"
 
@@ -302,7 +331,29 @@ USE_TZ = True
 
 # --- Security (production) ----------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
+# Names of their own, so they never collide with the hub's cookies (jupyterhub-*) nor with
+# what a user server sets; production also keeps the hub on another host (below).
+SESSION_COOKIE_NAME = "bindery_sessionid"
+CSRF_COOKIE_NAME = "bindery_csrftoken"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy on every response (portal.middleware.ContentSecurityPolicyMiddleware):
+# scripts only from our static files, no inline script. Styles allow inline: xterm.js and
+# Swagger UI inject <style> elements at run time.
+BINDERY_CSP = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'", "'unsafe-inline'"],
+    "img-src": ["'self'", "data:"],
+    "font-src": ["'self'", "data:"],
+    "connect-src": ["'self'"],  # plus ws://<host> and wss://<host> of the request
+    "object-src": ["'none'"],
+    "base-uri": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+# /admin/ sign-in: this many failures per client address and user name within the window
+# (seconds) answer 429 until the window ends.
+BINDERY_ADMIN_LOGIN_ATTEMPTS = env.int("BINDERY_ADMIN_LOGIN_ATTEMPTS", default=5)
+BINDERY_ADMIN_LOGIN_WINDOW = env.int("BINDERY_ADMIN_LOGIN_WINDOW", default=15 * 60)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 if PRODUCTION:
@@ -371,13 +422,39 @@ BINDERY_PACKAGE_INDEX = env.str("BINDERY_PACKAGE_INDEX", default="")
 BINDERY_UV_OFFLINE = env.bool("BINDERY_UV_OFFLINE", default=False)
 # Size budget for `manage.py prune_builds` (bytes; suffixes K, M, G accepted).
 BINDERY_BUILD_DISK_BUDGET = env.str("BINDERY_BUILD_DISK_BUDGET", default="20G")
-# auto: bubblewrap when installed; bwrap: required; none: no sandbox.
-BINDERY_SANDBOX = env.str("BINDERY_SANDBOX", default="auto")
+# on: code from repositories (builds, postBuild, sessions) runs only in the sandbox
+# (apps.sandbox: bubblewrap, unprivileged uids, no capabilities), and is refused where this
+# machine cannot do that; off: it runs as root without one (a loud warning; trusted use only).
+BINDERY_SANDBOX = env.str("BINDERY_SANDBOX", default="on")
+# Sandboxes' host uids start here (apps.sandbox.Ids: builds, users, teams' groups).
+BINDERY_SANDBOX_UID_BASE = env.int("BINDERY_SANDBOX_UID_BASE", default=1_000_000)
+# Limits on each build command's process tree (on top of BINDERY_BUILD_TIMEOUT).
+BINDERY_BUILD_MAX_PROCESSES = env.int("BINDERY_BUILD_MAX_PROCESSES", default=512)
+BINDERY_BUILD_MAX_FILE_BYTES = env.int("BINDERY_BUILD_MAX_FILE_BYTES", default=8 * 1024**3)
+# Each build's memory (cgroup; K/M/G suffixes) and CPUs (cores; 0: no CPU limit).
+BINDERY_BUILD_MEMORY = env.str("BINDERY_BUILD_MEMORY", default="4G")
+BINDERY_BUILD_CPU = env.float("BINDERY_BUILD_CPU", default=0.0)
 # Sessions' network: auto (an own namespace with pasta where possible, else the host's
 # network with a warning), isolated (required), or shared.
 BINDERY_SESSION_NETWORK = env.str("BINDERY_SESSION_NETWORK", default="auto")
 # The same for builds (uv and postBuild): the internet, nothing on this machine.
 BINDERY_BUILD_NETWORK = env.str("BINDERY_BUILD_NETWORK", default="auto")
+# What sandboxes (builds and sessions) reach: the internet, but neither this machine, nor
+# link-local (cloud metadata), shared, private, multicast or reserved IPv4 ranges, nor the
+# database's and Redis's hosts (apps.netns.DEFAULT_BLOCKED, portal.sandbox_network), the
+# host's DNS resolvers excepted (port 53). CIDRs listed here are lifted (comma-separated,
+# e.g. an on-premises package mirror's 10.20.0.0/16; the most specific entry wins, so the
+# database's and Redis's hosts inside a listed range stay blocked unless listed themselves).
+BINDERY_SANDBOX_ALLOWED_NETWORKS = parse_networks(
+    env.list("BINDERY_SANDBOX_ALLOWED_NETWORKS", default=[]),
+    name="BINDERY_SANDBOX_ALLOWED_NETWORKS",
+)
+# The stored log of one build: at most this many bytes (UTF-8; the rest is not stored, the
+# build goes on), and lines cut at this many bytes.
+BINDERY_BUILD_LOG_MAX_BYTES = env.int("BINDERY_BUILD_LOG_MAX_BYTES", default=2 * 1024 * 1024)
+BINDERY_BUILD_LOG_MAX_LINE = env.int("BINDERY_BUILD_LOG_MAX_LINE", default=4096)
+# Beat deletes the stored log lines of builds finished longer ago than this (the builds stay).
+BINDERY_BUILD_LOG_RETENTION_DAYS = env.int("BINDERY_BUILD_LOG_RETENTION_DAYS", default=30)
 
 # --- Sessions and the hub -----------------------------------------------------------------
 BINDERY_HUB_DIR = _path("BINDERY_HUB_DIR", VAR_DIR / "hub")
@@ -386,6 +463,24 @@ BINDERY_HUB_API_BIND = env.str("BINDERY_HUB_API_BIND", default="127.0.0.1:8081")
 # The proxy's own REST API (the hub talks to it); default: the public port + 1.
 BINDERY_HUB_PROXY_API_BIND = env.str("BINDERY_HUB_PROXY_API_BIND", default="")
 BINDERY_HUB_URL = env.str("BINDERY_HUB_URL", default=f"http://{BINDERY_HUB_BIND}").rstrip("/")
+# Per-user subdomains for the hub (c.JupyterHub.subdomain_host, e.g. https://hub.example.org:
+# user servers at https://<hub user>.hub.example.org), so no two users share an origin.
+BINDERY_HUB_SUBDOMAIN_HOST = env.str("BINDERY_HUB_SUBDOMAIN_HOST", default="").rstrip("/")
+if BINDERY_HUB_SUBDOMAIN_HOST and "://" not in BINDERY_HUB_SUBDOMAIN_HOST:
+    BINDERY_HUB_SUBDOMAIN_HOST = "https://" + BINDERY_HUB_SUBDOMAIN_HOST  # as JupyterHub does
+if PRODUCTION:
+    # The portal's cookies must never reach user servers: the browser sends cookies to every
+    # port of a host, so the hub (and its user subdomains) must live on another host name.
+    _portal_host = (urlsplit(SITE_URL).hostname or "").lower()
+    for _name, _url in (
+        ("BINDERY_HUB_URL", BINDERY_HUB_URL),
+        ("BINDERY_HUB_SUBDOMAIN_HOST", BINDERY_HUB_SUBDOMAIN_HOST),
+    ):
+        if _url and (urlsplit(_url).hostname or "").lower() == _portal_host:
+            raise ImproperlyConfigured(
+                f"{_name} must not have the portal's host name ({_portal_host}) when "
+                "BINDERY_ENV=production: the portal's cookies would reach user servers"
+            )
 BINDERY_HUB_API_URL = env.str(
     "BINDERY_HUB_API_URL", default=f"http://{BINDERY_HUB_API_BIND}/hub/api"
 ).rstrip("/")
@@ -398,6 +493,8 @@ BINDERY_ANONYMOUS_LAUNCH = env.bool("BINDERY_ANONYMOUS_LAUNCH", default=False)
 BINDERY_SESSION_MEMORY = env.str("BINDERY_SESSION_MEMORY", default="2G")
 BINDERY_SESSION_PROCESSES = env.int("BINDERY_SESSION_PROCESSES", default=256)
 BINDERY_MAX_SESSIONS_PER_USER = env.int("BINDERY_MAX_SESSIONS_PER_USER", default=3)
+# Builds one user may have running at once (429 BUILD_QUOTA_EXCEEDED past that).
+BINDERY_MAX_BUILDS_PER_USER = env.int("BINDERY_MAX_BUILDS_PER_USER", default=2)
 BINDERY_MAX_SESSIONS_ANONYMOUS = env.int("BINDERY_MAX_SESSIONS_ANONYMOUS", default=1)
 # Outside HTTP calls (record providers): timeout per request, and the most a record may weigh.
 BINDERY_HTTP_TIMEOUT = env.int("BINDERY_HTTP_TIMEOUT", default=30)

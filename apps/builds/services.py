@@ -1,4 +1,4 @@
-"""Every change to builds: request, run, cancel, reap.
+"""Every change to builds: request, run, cancel, reap, prune old logs.
 
 ``request_build`` returns the ready build for a repository version (when its environment
 still exists), joins an active one, or creates one and enqueues ``run_build`` after
@@ -24,9 +24,10 @@ from django.utils import timezone
 from apps.accounts.models import User
 from apps.builds.backends.base import BuildRequest, BuildResult, get_builder
 from apps.builds.logs import BuildLog, bump_heartbeat, publish_status
-from apps.builds.models import Build
+from apps.builds.models import Build, BuildLogLine
 from apps.builds.redaction import Redactor
 from apps.builds.signals import build_finished
+from apps.quotas.services import admit_build
 from apps.repos.models import Credential
 from apps.repos.types import GitCredential, RecordFile, ResolvedRepo
 from apps.teams.models import Team
@@ -168,6 +169,7 @@ def request_build(
         return BuildRequested(active, created=False)
     try:
         with transaction.atomic():
+            admit_build(user)
             build = Build.objects.create(
                 provider=resolved.provider,
                 spec=resolved.spec[:1000],
@@ -406,3 +408,28 @@ def reap_stale_builds(now: datetime | None = None) -> list[int]:
         fail_build(build_id, message, code="BUILD_LOST")
         reaped.append(build_id)
     return reaped
+
+
+PRUNE_BATCH = 200  # builds whose lines are deleted in one transaction
+
+
+def prune_build_logs(now: datetime | None = None, *, days: int | None = None) -> int:
+    """Delete the stored log lines of builds that finished more than ``days`` (default
+    ``BINDERY_BUILD_LOG_RETENTION_DAYS``) ago; the Build rows stay, with ``log_size`` 0.
+    Active builds are never touched. Returns how many lines it deleted. Safe to run any
+    time, twice (a second run finds nothing)."""
+    now = now or timezone.now()
+    keep = settings.BINDERY_BUILD_LOG_RETENTION_DAYS if days is None else days
+    cutoff = now - timedelta(days=keep)
+    old = Build.objects.filter(status__in=Build.TERMINAL, finished_at__lt=cutoff)
+    with_lines = old.filter(log_lines__isnull=False).values_list("pk", flat=True).distinct()
+    found = sorted(with_lines)
+    deleted = 0
+    for start in range(0, len(found), PRUNE_BATCH):
+        ids = found[start : start + PRUNE_BATCH]
+        with transaction.atomic():
+            count, _ = BuildLogLine.objects.filter(build_id__in=ids).delete()
+            Build.objects.filter(pk__in=ids).update(log_size=0)
+        deleted += count
+    old.filter(log_size__gt=0).update(log_size=0)  # rows whose lines were gone already
+    return deleted

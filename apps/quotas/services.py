@@ -18,6 +18,31 @@ class QuotaExceeded(BinderyError):
     code = "QUOTA_EXCEEDED"
 
 
+class BuildQuotaExceeded(QuotaExceeded):
+    code = "BUILD_QUOTA_EXCEEDED"
+
+
+def admit_build(user: User | None) -> None:
+    """May ``user`` start one more build now? Raises BuildQuotaExceeded (429) when they
+    already have ``BINDERY_MAX_BUILDS_PER_USER`` running; locks the user's row, so two
+    requests at once cannot both pass. Anonymous builds are bounded by session admission."""
+    if user is None or not user.is_authenticated:
+        return
+    from apps.builds.models import Build
+
+    allowed = int(settings.BINDERY_MAX_BUILDS_PER_USER)
+    User.objects.select_for_update().filter(pk=user.pk).first()
+    used = Build.objects.filter(requested_by=user, status__in=Build.ACTIVE).count()
+    if used >= allowed:
+        raise BuildQuotaExceeded(
+            f"You have {used} builds running, the most at once: wait for one to finish.",
+            limit="builds",
+            used=used,
+            allowed=allowed,
+            left=0,
+        )
+
+
 @dataclass(frozen=True)
 class Admission:
     memory_bytes: int

@@ -10,6 +10,7 @@ waiting for it (``builds.signals.build_finished``).
 from __future__ import annotations
 
 import logging
+import posixpath
 import re
 import shutil
 import time
@@ -17,7 +18,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 from django.conf import settings
 from django.db import transaction
@@ -57,10 +58,14 @@ class LaunchFailed(BinderyError):
 
 
 def clean_urlpath(urlpath: str = "", labpath: str = "", filepath: str = "") -> str:
-    """The path to open in the server, as mybinder's urlpath/labpath/filepath.
+    """The path to open in the server, as mybinder's urlpath/labpath/filepath, in a
+    canonical form: the path part percent-decoded until stable and quoted once again, the
+    query and fragment as given.
 
-    Raises InvalidInput (URLPATH_INVALID) for anything that could leave the server:
-    a scheme, ``//``, ``..`` segments, control characters.
+    Raises InvalidInput (URLPATH_INVALID) for anything that could leave
+    ``/user/<hub user>/<server>/`` however many times it is decoded (browsers resolve
+    ``%2e%2e``; a server may decode once more): a scheme, ``//``, ``.`` or ``..`` segments,
+    backslashes, control characters, an encoding that does not settle.
     """
     if urlpath:
         path = urlpath
@@ -71,20 +76,52 @@ def clean_urlpath(urlpath: str = "", labpath: str = "", filepath: str = "") -> s
     else:
         return ""
     path = path.lstrip("/")
-    segments = path.split("?", 1)[0].split("/")
+    if len(path) > 1000 or not _URLPATH.match(path):
+        raise _urlpath_invalid()
+    split = re.match(r"^([^?#]*)(.*)$", path, re.DOTALL)
+    assert split is not None  # the pattern matches every string
+    raw_path, rest = split.groups()
+    decoded = _unquote_until_stable(raw_path)
+    decoded_rest = _unquote_until_stable(rest)
+    if decoded is None or decoded_rest is None:
+        raise _urlpath_invalid()
     if (
-        len(path) > 1000
-        or not _URLPATH.match(path)
-        or "//" in path.split("?", 1)[0]
-        or "\\" in path
-        or any(s in ("..", ".") for s in segments)
-        or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", path)
+        any(ord(c) < 0x20 or ord(c) == 0x7F for c in decoded + decoded_rest)
+        or "\\" in decoded + decoded_rest
+        or decoded.startswith("/")
+        or "//" in decoded
+        or any(segment in ("..", ".") for segment in decoded.split("/"))
+        or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", decoded)
+        or not _stays_inside("/user/u/s/", decoded)
     ):
-        raise InvalidInput(
-            "The path to open must be a plain path inside the server, such as lab/tree/a.ipynb.",
-            code="URLPATH_INVALID",
-        )
-    return path
+        raise _urlpath_invalid()
+    return quote(decoded, safe="/!$&'()*+,;=:@~") + rest
+
+
+def _urlpath_invalid() -> InvalidInput:
+    return InvalidInput(
+        "The path to open must be a plain path inside the server, such as lab/tree/a.ipynb.",
+        code="URLPATH_INVALID",
+    )
+
+
+def _unquote_until_stable(text: str, rounds: int = 8) -> str | None:
+    """``text`` percent-decoded until decoding changes nothing; None if it never settles."""
+    for _ in range(rounds):
+        try:
+            decoded = unquote(text, errors="strict")
+        except UnicodeDecodeError:
+            return None
+        if decoded == text:
+            return text
+        text = decoded
+    return None
+
+
+def _stays_inside(prefix: str, path: str) -> bool:
+    """Whether ``prefix + path``, resolved as a browser would, is still under ``prefix``."""
+    resolved = posixpath.normpath(prefix + path)
+    return (resolved + "/").startswith(prefix)
 
 
 def hub_user_for(user: User | None, anonymous_owner: str = "") -> str:
@@ -182,6 +219,7 @@ def start_sessions_waiting_for(build_id: int) -> list[int]:
 
 def _session_options(session: Session) -> dict[str, Any]:
     """The user_options for the hub: what to run, where, with which limits; signed."""
+    from apps.sandbox import Ids
     from apps.sessions.spawner import LaunchOptions, sign_user_options, signing_key
 
     build = session.build
@@ -193,7 +231,13 @@ def _session_options(session: Session) -> dict[str, Any]:
     if session.team is not None:
         team_dir = ensure_volume_dir(team_volume(session.team))
         volumes.append((str(team_dir), f"persistent/teams/{session.team.slug}"))
+    ids = Ids(settings.BINDERY_SANDBOX_UID_BASE)
+    # the session's own host uid in the sandbox: its user's, or its anonymous owner's
+    uid = ids.user(session.user.pk) if session.user else ids.anonymous(session.anonymous_owner)
     options = LaunchOptions(
+        uid=uid,
+        gid=uid,
+        team_gid=ids.team(session.team.pk) if session.team is not None else 0,
         hub_user=session.hub_user,
         server_name=session.server_name,
         env_path=result.environment_path,
@@ -270,8 +314,30 @@ def start_on_hub(session_id: int) -> str | None:
 
 
 def session_url(session: Session) -> str:
-    base = f"{settings.BINDERY_HUB_URL}/user/{quote(session.hub_user)}/{session.server_name}/"
-    return base + session.urlpath
+    """The URL of the session's server with its urlpath: on the hub's public URL, or on the
+    hub user's own subdomain with ``BINDERY_HUB_SUBDOMAIN_HOST`` (as JupyterHub names it).
+
+    Raises InvalidInput (URLPATH_INVALID) unless the result stays inside
+    ``/user/<hub user>/<server>/`` of that host, decoded any number of times."""
+    prefix = f"/user/{quote(session.hub_user, safe='')}/{quote(session.server_name, safe='')}/"
+    host = settings.BINDERY_HUB_URL
+    if settings.BINDERY_HUB_SUBDOMAIN_HOST:
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", session.hub_user):
+            raise InvalidInput("This hub user name cannot be a host name.", code="HUB_USER_INVALID")
+        parts = urlsplit(settings.BINDERY_HUB_SUBDOMAIN_HOST)
+        host = f"{parts.scheme}://{session.hub_user}.{parts.netloc}"
+    base = host.rstrip("/") + prefix
+    url = base + session.urlpath
+    parts, expected = urlsplit(url), urlsplit(base)
+    decoded = _unquote_until_stable(parts.path)
+    if (
+        (parts.scheme, parts.netloc) != (expected.scheme, expected.netloc)
+        or decoded is None
+        or not decoded.startswith(expected.path)
+        or not _stays_inside(expected.path, decoded.removeprefix(expected.path))
+    ):
+        raise _urlpath_invalid()
+    return url
 
 
 def session_token(session: Session) -> str:
@@ -506,15 +572,11 @@ def ensure_volume_dir(volume: Volume) -> Path:
 
 
 def measure_volume(volume: Volume) -> Volume:
-    path = volume_path(volume)
-    total = 0
-    if path.exists():
-        for entry in path.rglob("*"):
-            try:
-                if entry.is_file() and not entry.is_symlink():
-                    total += entry.stat().st_size
-            except OSError:
-                continue
+    """Store the volume's size now: bytes of its regular files, walked by descriptor so that
+    a symlink a session plants (even mid-walk) is neither followed nor counted."""
+    from apps.sessions import volumefs  # (the import belongs at the top of this module)
+
+    total = volumefs.measure(volume_path(volume))
     volume.size_bytes = total
     volume.size_measured_at = timezone.now()
     volume.save(update_fields=["size_bytes", "size_measured_at"])

@@ -26,10 +26,7 @@ import hmac
 import json
 import os
 import posixpath
-import re
-import resource
 import shutil
-import signal
 import stat
 import subprocess
 import threading
@@ -42,12 +39,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jupyterhub.spawner import LocalProcessSpawner
-from jupyterhub.utils import maybe_future
+from jupyterhub.utils import maybe_future, random_port
 from tornado import web
 from traitlets import Any as AnyTrait
 from traitlets import CaselessStrEnum, Float, Integer, List, Unicode, default
 
-from apps import netns
+from apps import cgroups, netns
+from apps import sandbox as sbx  # not `sandbox`: the spawner has a trait of that name
 
 # --- The signed contract ---------------------------------------------------------------------
 
@@ -118,6 +116,9 @@ class LaunchOptions:
     binder_persistent_request: str = ""
     default_url: str = ""
     cpu: float | None = None
+    uid: int = 0
+    gid: int = 0
+    team_gid: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -139,7 +140,8 @@ class LaunchOptions:
         for name in ("start_script", "default_url", *BINDER_ENV):
             if not isinstance(data.get(name, ""), str):
                 raise InvalidLaunchOptions(f"{name} must be a string")
-        for name, least in (("memory_bytes", MIN_MEMORY), ("max_processes", 8)):
+        for name, least in (("memory_bytes", MIN_MEMORY), ("max_processes", 8), ("uid", 0),
+                            ("gid", 0), ("team_gid", 0)):  # fmt: skip
             value = data.get(name, getattr(cls, name))
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise InvalidLaunchOptions(f"{name} must be an integer of at least {least}")
@@ -214,13 +216,6 @@ def _relative(path: str, what: str) -> str:
     if path.startswith("/") or norm == "." or norm.split("/")[0] == "..":
         raise InvalidLaunchOptions(f"{what} must be a relative path inside the working copy")
     return norm
-
-
-def _safe_name(*parts: str) -> str:
-    """A file-system-safe, bounded name for per-server host objects (cgroups)."""
-    raw = "--".join(parts)
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "_", raw)[:80]
-    return f"{cleaned}-{hashlib.sha256(raw.encode()).hexdigest()[:8]}"
 
 
 def _children(pid: int) -> list[int]:
@@ -344,17 +339,15 @@ class BinderySpawner(LocalProcessSpawner):
     sessions_dir = Unicode("", config=True, help="Working copies are created inside this.")
     volumes_dir = Unicode("", config=True, help="Volumes must be inside this directory.")
     sandbox = CaselessStrEnum(
-        ["auto", "bwrap", "none"],
-        default_value="auto",
+        ["on", "off", "auto", "bwrap", "none"],
+        default_value="on",
         config=True,
-        help="auto: bubblewrap when installed; bwrap: required; none: no sandbox.",
+        help="on (auto, bwrap): servers run in the sandbox (apps.sandbox) as their user's "
+        "unprivileged uid, and do not start where that is impossible; off (none): as root, "
+        "without a sandbox.",
     )
     bwrap_command = Unicode("bwrap", config=True)
-    sandbox_hide = List(
-        Unicode(),
-        config=True,
-        help="Host paths hidden inside the sandbox (the portal's state and secrets).",
-    )
+    uid_base = Integer(1_000_000, config=True, help="apps.sandbox.Ids: sandbox uids' base.")
     cgroup_root = Unicode("/sys/fs/cgroup", config=True)
     cgroup_parent = Unicode("bindery", config=True, help="Per-server cgroups go under this.")
     readiness_interval = Float(0.1, config=True, help="Seconds between port checks in start().")
@@ -372,6 +365,14 @@ class BinderySpawner(LocalProcessSpawner):
         help="The resolver address sessions use when the host's resolver is on its loopback.",
     )
 
+    blocked_networks = List(
+        Unicode(),
+        list(netns.DEFAULT_BLOCKED),
+        config=True,
+        help="Networks sessions never reach (apps.netns.prohibit_host_networks).",
+    )
+    allowed_networks = List(Unicode(), config=True, help="Lifted from blocked_networks.")
+
     launch_options = AnyTrait(None, allow_none=True)
     cgroup_dirs = List(Unicode())
     links = List(Unicode())
@@ -383,8 +384,9 @@ class BinderySpawner(LocalProcessSpawner):
         self._events_changed = asyncio.Event()
         self._output: deque[str] = deque(maxlen=20)
         self._pump: threading.Thread | None = None
-        self._rlimit_as = 0
-        self._pasta: netns.Pasta | None = None
+        self._cgroups: cgroups.CgroupSet | None = None
+        self._namespace: netns.Namespace | None = None
+        self._resolv: str | None = None
 
     @default("apply_user_options")
     def _default_apply_user_options(self) -> Callable[[BinderySpawner, Any], None]:
@@ -422,6 +424,14 @@ class BinderySpawner(LocalProcessSpawner):
         mounts = [m for _, m in volumes]
         if len(set(mounts)) != len(mounts):
             raise InvalidLaunchOptions("two volumes share a mount point")
+        if self._sandboxed():
+            ids = sbx.Ids(self.uid_base)
+            if options.uid not in ids.session_range or options.gid != options.uid:
+                raise InvalidLaunchOptions("a session runs as a session uid of its own")
+            if options.team_gid and options.team_gid not in ids.team_range:
+                raise InvalidLaunchOptions("team_gid is not a team's group")
+            if any(m != MOUNT_ROOT for m in mounts) and not options.team_gid:
+                raise InvalidLaunchOptions("a team volume needs the team's group")
         start = _relative(options.start_script, "the start script") if options.start_script else ""
         if options.default_url and not options.default_url.startswith("/"):
             raise InvalidLaunchOptions("default_url must start with /")
@@ -505,13 +515,16 @@ class BinderySpawner(LocalProcessSpawner):
 
     # -- start -------------------------------------------------------------------------------
 
+    def _sandboxed(self) -> bool:
+        return sbx.normalise_mode(self.sandbox) == "on"
+
     def _use_sandbox(self) -> str | None:
-        if self.sandbox == "none":
+        """bubblewrap's path, or None when the sandbox is off; raises
+        ``sandbox.SandboxUnavailable`` (the start fails with its message) when it is on and
+        this machine cannot sandbox."""
+        if not sbx.require(self.sandbox, self.bwrap_command):
             return None
-        found = shutil.which(self.bwrap_command)
-        if found is None and self.sandbox == "bwrap":
-            raise RuntimeError("bubblewrap is required (sandbox = bwrap) but not installed")
-        return found
+        return shutil.which(self.bwrap_command) or self.bwrap_command
 
     def _network_plan(self, sandboxed: bool) -> tuple[dict[str, str], str]:
         """How the session reaches the network: ``(tools, "")`` for a namespace of its own
@@ -542,26 +555,29 @@ class BinderySpawner(LocalProcessSpawner):
             raise RuntimeError(f"An isolated network is required, but {problem}")
         return {}, problem
 
-    def _prepare_working_copy(self, options: LaunchOptions) -> list[str]:
-        """Copy the checkout (modes kept, symlinks as symlinks) unless a copy exists; return
-        the command prefix for the repo's start script."""
+    def _prepare_working_copy(self, options: LaunchOptions, sandboxed: bool) -> list[str]:
+        """Copy the checkout (modes kept, symlinks as symlinks) unless a copy exists, the
+        session uid's when sandboxed; return the command prefix for the repo's start script
+        (run by ``sandbox.RUN_SCRIPT`` inside the sandbox: root never opens it)."""
         workdir = Path(options.workdir)
         if not workdir.exists():
             workdir.parent.mkdir(parents=True, exist_ok=True)
             partial = workdir.with_name(f".{workdir.name}.partial-{os.getpid()}")
             shutil.rmtree(partial, ignore_errors=True)
             shutil.copytree(options.checkout_path, partial, symlinks=True)
+            if sandboxed:
+                sbx.chown_tree(partial, options.uid, options.gid)
+                os.chmod(partial, 0o700)
             partial.rename(workdir)
         if not options.start_script:
             return []
+        if sandboxed:
+            return sbx.script_command(os.path.join(options.workdir, options.start_script))
         script = os.path.realpath(workdir / options.start_script)
         if os.path.commonpath([script, str(workdir)]) != str(workdir) or not os.path.isfile(script):
             raise RuntimeError(f"the start script {options.start_script} is not in the repository")
-        os.chmod(script, os.stat(script).st_mode | stat.S_IXUSR)
-        with open(script, "rb") as fh:
-            shebang = fh.read(2) == b"#!"
         # repo2docker semantics: `start` receives the server command and ends with exec "$@".
-        return [script] if shebang else ["/bin/sh", script]
+        return sbx.script_command(script)
 
     @staticmethod
     def _location(options: LaunchOptions, mount: str, upto: int) -> tuple[str, list[str]]:
@@ -586,6 +602,7 @@ class BinderySpawner(LocalProcessSpawner):
             in_copy = base == options.workdir
             if sandboxed:
                 os.close(_open_dir(base, parts, replace_files=in_copy))  # targets must exist
+                self._own_volume(options, host, mount)
                 continue
             # Without a mount namespace the volume is linked in; stop() removes the link.
             parent = _open_dir(base, parts[:-1], replace_files=in_copy)
@@ -611,85 +628,75 @@ class BinderySpawner(LocalProcessSpawner):
             finally:
                 os.close(parent)
 
-    def _bwrap_args(
-        self, bwrap: str, options: LaunchOptions, isolation: list[str] | None = None
-    ) -> list[str]:
-        """The bubblewrap command; ``isolation`` (the ``--info-fd``/``--block-fd``/resolver
-        options) gives the sandbox a network namespace of its own, else it shares the host's."""
-        args = [bwrap, "--die-with-parent", "--unshare-all", "--new-session"]
-        if isolation is None:
-            args.append("--share-net")
-        # A private /tmp: a tmpfs in the sandbox's own mount namespace, not the host's /tmp.
-        args += ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-        args += ["--tmpfs", "/tmp"]  # noqa: S108
-        for hidden in self.sandbox_hide:
-            if os.path.isdir(hidden) and not os.path.islink(hidden):
-                args += ["--tmpfs", hidden]
-            elif os.path.isfile(hidden):
-                args += ["--ro-bind", "/dev/null", hidden]
-        args += ["--ro-bind", options.env_path, options.env_path]
-        args += ["--bind", options.workdir, options.workdir]
-        for host, mount in options.volumes:
-            args += ["--bind", host, f"{options.workdir}/{mount}"]
-        return [*args, *(isolation or []), "--chdir", options.workdir, "--"]
+    @staticmethod
+    def _own_volume(options: LaunchOptions, host: str, mount: str) -> None:
+        """A home volume is the session uid's alone (0700); a team volume root's with the
+        team's group, setgid and group-writable (2770). What an older, root-run session left
+        in it is handed over once (no symlink followed)."""
+        team = mount != MOUNT_ROOT
+        uid, gid, mode = (
+            (0, options.team_gid, 0o2770) if team else (options.uid, options.uid, 0o700)
+        )
+        st = os.lstat(host)
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            sbx.chown_tree(host, uid, gid, only_from=0)
+            os.chown(host, uid, gid, follow_symlinks=False)
+        if stat.S_IMODE(os.lstat(host).st_mode) != mode:
+            os.chmod(host, mode)
+
+    def _sandbox_spec(
+        self, options: LaunchOptions, namespace: netns.Namespace | None = None
+    ) -> sbx.Spec:
+        """What the session sees (``apps.sandbox``): the system, its environment and the
+        interpreter read-only, its working copy and volumes writable; in ``namespace``'s
+        network (entered with nsenter), else the host's."""
+        try:
+            cfg = sbx.read_nofollow(options.env_path, "pyvenv.cfg", limit=65536).decode()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RuntimeError(f"the environment's pyvenv.cfg cannot be read: {exc}") from exc
+        home = next(
+            (line.split("=", 1)[1].strip() for line in cfg.splitlines()
+             if line.split("=", 1)[0].strip() == "home"), "",
+        )  # fmt: skip
+        read_only = [options.env_path]
+        if home.startswith("/"):
+            read_only.append(os.path.dirname(os.path.realpath(home)))
+        groups = (options.team_gid,) if options.team_gid else ()
+        return sbx.Spec(
+            identity=sbx.Identity(
+                uid=options.uid, gid=options.gid, groups=groups, name="jovyan",
+                home=options.workdir,
+            ),
+            chdir=options.workdir,
+            read_only=tuple(read_only),
+            writable=(options.workdir,),
+            binds=tuple((host, f"{options.workdir}/{mount}") for host, mount in options.volumes),
+            files=(("/etc/resolv.conf", self._resolv),) if namespace and self._resolv else (),
+            prefix=tuple(namespace.enter) if namespace is not None else (),
+            prefix_fds=namespace.pass_fds if namespace is not None else (),
+            clear_env=False,  # the hub's curated environment (get_env) goes through
+        )  # fmt: skip
 
     def _create_cgroups(self, options: LaunchOptions) -> str:
-        """Create this server's cgroups (or arrange RLIMIT_AS); say which limits apply."""
-        name = _safe_name(self.user.name, self.name)
-        wanted: list[tuple[str, dict[str, int]]] = [
-            ("memory", {"memory.limit_in_bytes": options.memory_bytes}),
-            ("pids", {"pids.max": options.max_processes}),
-        ]
-        if options.cpu:
-            quota = int(options.cpu * 100_000)
-            wanted.append(("cpu", {"cpu.cfs_period_us": 100_000, "cpu.cfs_quota_us": quota}))
-        applied: list[str] = []
-        dirs: list[str] = []
-        for controller, files in wanted:
-            base = Path(self.cgroup_root, controller)
-            directory = base / self.cgroup_parent / name
-            try:
-                if not os.access(base, os.W_OK):
-                    raise PermissionError(f"{base} is not writable")
-                if directory.exists():
-                    self._empty_cgroup(directory)  # left by a hub that died
-                directory.mkdir(parents=True, exist_ok=True)
-                for filename, value in files.items():
-                    (directory / filename).write_text(str(value))
-            except OSError as exc:
-                self.log.info("No %s cgroup for %s: %s", controller, self._log_name, exc)
-                continue
-            dirs.append(str(directory))
-            applied.append(controller)
-        self.cgroup_dirs = dirs
-        limits = []
-        if "memory" in applied:
-            limits.append(f"cgroup memory {options.memory_bytes}")
-        else:
-            self._rlimit_as = options.memory_bytes
-            limits.append(f"RLIMIT_AS {options.memory_bytes}")
-        if "pids" in applied:
-            limits.append(f"cgroup pids {options.max_processes}")
-        else:
-            limits.append("no process limit (pids cgroup not writable)")
-        if options.cpu:
-            limits.append(f"cgroup cpu {options.cpu}" if "cpu" in applied else "no cpu limit")
-        return ", ".join(limits)
+        """Create this server's cgroups (``apps.cgroups``: v1 or v2, ``RLIMIT_AS`` where no
+        memory controller is writable); return what holds, in words."""
+        self._cgroups = cgroups.create(
+            cgroups.safe_name(self.user.name, self.name),
+            cgroups.Limits(options.memory_bytes, options.max_processes, options.cpu or None),
+            root=self.cgroup_root,
+            parent=self.cgroup_parent,
+        )
+        self.cgroup_dirs = list(self._cgroups.dirs)
+        for controller, why in self._cgroups.missing.items():
+            self.log.warning("%s: no %s limit: %s", self._log_name, controller, why)
+        return self._cgroups.describe()
 
     def make_preexec_fn(self, name: str) -> Callable[[], None]:
-        procs = [os.path.join(d, "cgroup.procs") for d in self.cgroup_dirs]
-        rlimit_as = self._rlimit_as
+        join = self._cgroups.preexec_fn() if self._cgroups is not None else (lambda: None)
 
         def preexec() -> None:  # runs in the child, before exec: join the cgroups first
-            pid = str(os.getpid()).encode()
-            for path in procs:
-                fd = os.open(path, os.O_WRONLY)
-                try:
-                    os.write(fd, pid)
-                finally:
-                    os.close(fd)
-            if rlimit_as:
-                resource.setrlimit(resource.RLIMIT_AS, (rlimit_as, rlimit_as))
+            os.umask(0o002)  # team volumes are shared through their group (setgid, 2770)
+            join()
 
         return preexec
 
@@ -725,111 +732,96 @@ class BinderySpawner(LocalProcessSpawner):
             raise web.HTTPError(400, "Servers start only with launch options from the portal")
         self._events.clear()
         self._output.clear()
-        self._rlimit_as = 0
         started = time.monotonic()
         fds = _Pipes()
-        pipes: netns.SandboxPipes | None = None
         try:
             self._event(10, "Preparing the working copy")
-            prefix = await asyncio.to_thread(self._prepare_working_copy, options)
             bwrap = self._use_sandbox()
+            prefix = await asyncio.to_thread(self._prepare_working_copy, options, bool(bwrap))
             tools, shared_because = self._network_plan(bwrap is not None)
             await asyncio.to_thread(self._prepare_mounts, options, bwrap is not None)
             limits = await asyncio.to_thread(self._create_cgroups, options)
-            sandbox = "bubblewrap" if bwrap else "no sandbox"
-            sandbox += ", isolated network" if tools else ", shared network"
+            sandbox_name = "sandboxed" if bwrap else "no sandbox"
+            sandbox_name += ", isolated network" if tools else ", shared network"
             if shared_because:
                 self._warn_shared_network(shared_because)
-            self.log.info("Starting %s (%s; limits: %s)", self._log_name, sandbox, limits)
-            self._event(30, f"Starting the server ({sandbox}; {limits})")
+            self.log.info("Starting %s (%s; limits: %s)", self._log_name, sandbox_name, limits)
+            self._event(30, f"Starting the server ({sandbox_name}; {limits})")
             singleuser = os.path.join(options.env_path, "bin", "jupyterhub-singleuser")
             read_fd, write_fd = fds.pipe()
-            isolation: list[str] | None = None
             child_fds: tuple[int, ...] = ()
-            resolv = None
             if bwrap and tools:
-                # bubblewrap reports the sandbox's pid on one pipe and waits on the other until
-                # pasta has joined the namespace: the server never runs without its network.
-                resolv = netns.host_sandbox_resolv_conf(self.dns_forward)
-                pipes = netns.SandboxPipes(resolv)
-                isolation, child_fds = pipes.args, pipes.child_fds
-            sandboxed = self._bwrap_args(bwrap, options, isolation) if bwrap else []
-            self.cmd = [*sandboxed, *prefix, singleuser]
-            self.popen_kwargs = {
-                "cwd": options.workdir,
-                "stdin": subprocess.DEVNULL,  # SIGINT must not wait on a tty prompt
-                "stdout": write_fd,
-                "stderr": write_fd,
-                "pass_fds": child_fds,
-            }
-            try:
+                if not self.port:  # type: ignore[has-type]
+                    self.port = int(random_port())  # pasta forwards it before the server starts
+                self._namespace = self._create_namespace(tools)
+            with contextlib.ExitStack() as stack:
+                command: list[str] = []
+                if bwrap:
+                    spec = self._sandbox_spec(options, self._namespace)
+                    prepared = stack.enter_context(sbx.prepared(spec, bwrap=bwrap))
+                    command, child_fds = prepared.argv, prepared.pass_fds
+                self.cmd = [*command, *prefix, singleuser]
+                self.popen_kwargs = {
+                    "cwd": options.workdir if not bwrap else "/",
+                    "stdin": subprocess.DEVNULL,  # SIGINT must not wait on a tty prompt
+                    "stdout": write_fd,
+                    "stderr": write_fd,
+                    "pass_fds": child_fds,
+                }
                 address: tuple[str, int] = await super().start()
-            finally:
-                if pipes is not None:
-                    pipes.started()  # the sandbox holds its ends now
             self._pump = threading.Thread(
                 target=self._pump_output, args=(fds.hand_over(read_fd),), daemon=True
             )
             self._pump.start()
-            namespace_pid = 0
-            if pipes is not None:
-                namespace_pid = await asyncio.to_thread(pipes.child_pid)
-                await self._connect_network(tools, namespace_pid, address, write_fd, resolv)
-                pipes.release()  # the sandbox may run the server now
-            fds.close(write_fd)  # the server (and pasta) hold it
+            fds.close(write_fd)  # the server holds it
+            namespace_pid = self._namespace.pid if self._namespace is not None else 0
             await self._wait_until_listening(*address, namespace_pid=namespace_pid)
         except BaseException:
             await self._abort()
             raise
         finally:
             fds.close_all()
-            if pipes is not None:
-                pipes.close()
         self.server_pid = _main_process(self.pid)
         self.log.info("%s is listening after %.2fs", self._log_name, time.monotonic() - started)
         self._event(90, "Server is up")
         return address
 
-    async def _connect_network(
-        self,
-        tools: dict[str, str],
-        pid: int,
-        address: tuple[str, int],
-        output_fd: int,
-        resolv: str | None,
-    ) -> None:
-        """Prohibit the host's addresses in the sandbox's namespace, then attach pasta to it
-        and wait until pasta has configured it (``apps.netns``)."""
+    def _create_namespace(self, tools: dict[str, str]) -> netns.Namespace:
+        """The session's network namespace (``apps.netns.Namespace``), held by root: outbound
+        IPv4 through pasta, the server's port forwarded in from the host's loopback, the hub
+        API's port out to the host's, every address of this host and of ``blocked_networks``
+        a ``prohibit`` route; the server enters it with ``nsenter`` and cannot change it
+        (it has no capabilities over a namespace root owns). Called from the hub's main
+        thread: pasta dies with the thread that started it."""
         found = netns.Tools(**tools)
-        blocked = await asyncio.to_thread(netns.prohibit_host_networks, found, pid)
-        ip, port = address
+        resolv = netns.host_sandbox_resolv_conf(self.dns_forward)
+        self._resolv = resolv
         api = urlsplit(self.hub.api_url)
         hub_port = api.port or (443 if api.scheme == "https" else 80)
+        ip = self.ip or ""
         # the server's port on the host's loopback only (as a server outside a sandbox binds)
-        forward = str(port) if ip in ("", "0.0.0.0", "::") else f"{ip}/{port}"  # noqa: S104
-        # from the hub's main thread: the parent-death signal follows the forking thread;
-        # pasta counts against the session's cgroups
-        self._pasta = netns.start_pasta(
+        forward = str(self.port) if ip in ("", "0.0.0.0", "::") else f"{ip}/{self.port}"  # noqa: S104
+        namespace = netns.Namespace.create(
             found,
-            pid,
-            inbound=forward,
+            bwrap=self.bwrap_command,
             to_host=(hub_port,),
             dns_forward=self.dns_forward if resolv is not None else None,
-            output=output_fd,
+            blocked=list(self.blocked_networks),
+            allowed=list(self.allowed_networks),
+            inbound=forward,
             cgroup_procs=[os.path.join(d, "cgroup.procs") for d in self.cgroup_dirs],
-            prohibited=len(blocked),
         )
-        await self._pasta.wait_ready_async(30)
         self.log.info(
             "%s: own network namespace (pasta %d: outbound IPv4 NAT, port %s from the host, hub "
-            "port %d to it; %d host addresses prohibited%s)",
+            "port %d to it; %d networks prohibited%s)",
             self._log_name,
-            self._pasta.pid,
+            namespace.pasta.pid,
             forward,
             hub_port,
-            len(blocked),
+            namespace.pasta.prohibited,
             f", DNS through {self.dns_forward}" if resolv is not None else "",
         )
+        return namespace
 
     async def _wait_until_listening(self, ip: str, port: int, *, namespace_pid: int = 0) -> None:
         """Poll the port every ``readiness_interval`` instead of the hub's back-off.
@@ -905,44 +897,26 @@ class BinderySpawner(LocalProcessSpawner):
         self._events.clear()
         await maybe_future(super().run_post_stop_hook())
 
-    @staticmethod
-    def _empty_cgroup(directory: Path, timeout: float = 10) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                pids = [int(p) for p in (directory / "cgroup.procs").read_text().split()]
-            except FileNotFoundError:
-                return
-            if not pids:
-                return
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"processes in {directory} did not exit")
-            time.sleep(0.05)
-
     def _release(self) -> None:
         """Stop pasta; kill whatever is left in this server's cgroups, remove them and the
         volume links."""
-        pasta, self._pasta = self._pasta, None
-        if pasta is not None:
-            pasta.stop()
+        namespace, self._namespace = self._namespace, None
+        if namespace is not None:
+            namespace.close()
         for link in self.links:
             if os.path.islink(link):
                 os.unlink(link)
         self.links = []
-        remaining = []
-        for directory in self.cgroup_dirs:
-            path = Path(directory)
-            try:
-                self._empty_cgroup(path)
-                if path.exists():
-                    path.rmdir()
-            except OSError as exc:
-                self.log.error("Could not remove cgroup %s: %s", path, exc)
-                remaining.append(directory)
-        self.cgroup_dirs = remaining
+        self._cgroups = None
+        try:
+            left = cgroups.CgroupSet.from_dirs(self.cgroup_dirs)
+        except ValueError as exc:
+            self.log.error("Not releasing cgroups %s: %s", self.cgroup_dirs, exc)
+            self.cgroup_dirs = []
+            return
+        if not left.release():
+            self.log.error("Could not remove cgroups %s", left.dirs)
+        self.cgroup_dirs = list(left.dirs)
 
 
 __all__ = [

@@ -182,8 +182,8 @@ def _environments() -> list[DiskEntry]:
         return []
     out = []
     for path in sorted(root.iterdir()):
-        if not path.is_dir() or path.name.startswith("."):
-            continue
+        if not path.is_dir() or path.name.startswith(".") or path.name.endswith(".overlay"):
+            continue  # an overlay goes with its environment
         key = path.name
         record = store.read_json(store.env_record_path(key))
         if record is None:
@@ -239,6 +239,8 @@ def _remove(entry: DiskEntry, group: list[DiskEntry]) -> bool:
             elif item.key and store.read_json(store.env_record_path(item.key)) is not None:
                 return False  # an unfinished env that became ready meanwhile
             shutil.rmtree(path, ignore_errors=True)
+            if item.kind in ("environment", "unfinished") and item.key:
+                shutil.rmtree(store.overlay_path(item.key), ignore_errors=True)
         return True
     finally:
         for fd in fds:

@@ -64,15 +64,15 @@ costs about 1.7 s at every server start (FIELD-NOTES).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
 import queue
 import re
+import resource
 import secrets
-import shlex
 import shutil
 import signal
 import subprocess
@@ -81,9 +81,9 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -95,17 +95,18 @@ from django.conf import settings
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from apps import netns
-from apps.builds.backends import store
+from apps import cgroups, netns, sandbox
+from apps.builds.backends import sandboxing, store
 from apps.builds.backends.base import BuildRequest, BuildResult, LogSink
 from apps.builds.backends.config import BuildPlan, read_plan
 from apps.repos.fetch import fetch
 from apps.repos.git import run_git
+from portal import sandbox_network
 from portal.errors import BackendError
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"  # 2: sandboxed as unprivileged uids, sealed environments
 BASE_REQUIREMENTS_FILE = Path(__file__).with_name("base-requirements.txt")
 # jupyterhub 6.1.1 (base-requirements.txt) requires Python >= 3.10.
 MIN_PYTHON = (3, 10)
@@ -123,9 +124,9 @@ LAB_OVERRIDES = {
 _PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 _PASSED_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "NO_PROXY", "no_proxy", *_PROXY_ENV)
 _NETWORKS = ("auto", "isolated", "shared")
+_MAX_LINE = 8192  # bytes of child output read at once (a longer line arrives in parts)
 _PROGRESS = re.compile(r"\b\d{1,3}% \(\d+/\d+\)")
 _SANDBOX_TMP = "/tmp"  # noqa: S108 - a private tmpfs inside the sandbox
-_SYSTEM = ("/usr", "/etc", "/opt")  # read-only in the sandbox
 _TRANSIENT = (
     "Failed to fetch", "Could not connect", "timed out", "dns error", "Connection reset",
     "error sending request", "Temporary failure", "503 Service", "502 Bad Gateway",
@@ -241,32 +242,14 @@ def uv_binary() -> str:
 
 
 def sandbox_mode() -> str:
-    """ "bwrap" or "none", from settings.BINDERY_SANDBOX (auto | bwrap | none)."""
-    wanted = str(getattr(settings, "BINDERY_SANDBOX", "auto")).lower()
-    if wanted == "none":
-        return "none"
-    if _bwrap_works():
-        return "bwrap"
-    if wanted == "bwrap":
-        raise BackendError(
-            "BINDERY_SANDBOX is bwrap but bubblewrap is not installed here or cannot create "
-            "namespaces on this machine.",
-            permanent=False,
-            code="SANDBOX_UNAVAILABLE",
-        )
-    return "none"
-
-
-@lru_cache(maxsize=1)
-def _bwrap_works() -> bool:
-    """bubblewrap is installed and allowed to create its namespaces here."""
-    if shutil.which("bwrap") is None:
-        return False
+    """ "bwrap" or "none", from settings.BINDERY_SANDBOX (on | off; auto and bwrap mean on,
+    none off). Raises SANDBOX_UNAVAILABLE when it is on and this machine cannot sandbox
+    (``apps.sandbox.probe`` says why): untrusted code never runs unsandboxed by default."""
     try:
-        probe = ["bwrap", "--unshare-all", "--ro-bind", "/", "/", "--dev", "/dev", "true"]
-        return subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
+        wanted = sandbox.require(str(getattr(settings, "BINDERY_SANDBOX", "on")))
+    except (sandbox.SandboxUnavailable, ValueError) as exc:
+        raise BackendError(str(exc), permanent=False, code="SANDBOX_UNAVAILABLE") from exc
+    return "bwrap" if wanted else "none"
 
 
 def network_plan(sandboxed: bool) -> tuple[netns.Tools | None, str]:
@@ -414,21 +397,26 @@ class _Job:
         env: dict[str, str],
         phase: str = "building",
         pass_fds: Sequence[int] = (),
+        preexec: Callable[[], None] | None = None,
     ) -> tuple[int, list[str]]:
         """Run ``argv`` in its own process group, streaming every line to the log.
 
         Returns (exit status, last lines). On cancel or timeout the whole process group is
-        killed and BUILD_CANCELLED / BUILD_TIMEOUT raised.
+        killed and BUILD_CANCELLED / BUILD_TIMEOUT raised. A line is read
+        ``_MAX_LINE`` bytes at a time at most: a child printing without newlines cannot make
+        the worker hold more.
         """
         self.check()
         proc = subprocess.Popen(
             list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, start_new_session=True, pass_fds=tuple(pass_fds),
+            preexec_fn=preexec,
         )  # fmt: skip
-        lines: queue.Queue[tuple[str, bytes | None]] = queue.Queue()
+        # bounded: a child flooding the log waits for the log, not the worker's memory
+        lines: queue.Queue[tuple[str, bytes | None]] = queue.Queue(maxsize=1000)
 
         def pump(stream: Any, name: str) -> None:
-            for raw in iter(stream.readline, b""):
+            for raw in iter(lambda: stream.readline(_MAX_LINE), b""):
                 lines.put((name, raw))
             lines.put((name, None))
 
@@ -519,8 +507,10 @@ class _Network:
                     namespace = netns.Namespace.create(
                         self.tools, to_host=self.to_host,
                         dns_forward=netns.DNS_FORWARD if resolv is not None else None,
+                        blocked=sandbox_network.blocked_networks(),
+                        allowed=sandbox_network.allowed_networks(),
                     )  # fmt: skip
-                except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+                except (OSError, RuntimeError, ValueError, subprocess.SubprocessError) as exc:
                     raise BackendError(
                         f"The build's sandbox could not get a network of its own: {exc}",
                         permanent=False,
@@ -537,29 +527,139 @@ class _Network:
 
 
 @dataclass(frozen=True)
-class _UvRunner:
-    """One build's way of running uv: on the host (``writable`` None) or in bubblewrap with
-    ``writable`` bound read-write."""
+class _Steps:
+    """How one build runs its commands: on the host as root (``slot`` None: BINDERY_SANDBOX
+    is off), or in the sandbox as the cache's owner (trusted uv steps) or as the build's own
+    uid (everything that runs a stranger's code); see ``sandboxing``."""
 
+    job: _Job
     interpreter: Interpreter
     variables: dict[str, str]
-    writable: tuple[Path, ...] | None
-    chdir: Path
+    writable: tuple[Path, ...]
+    checkout: Path
     isolation: _Isolation | None
+    slot: sandboxing.Slot | None
+    limits: Callable[[], None] | None = None  # joins the build's cgroups (apps.cgroups)
 
     @property
-    def pass_fds(self) -> tuple[int, ...]:
-        return self.isolation.pass_fds if self.isolation is not None else ()
+    def sandboxed(self) -> bool:
+        return self.slot is not None
 
-    def argv(self, args: list[str], *, chdir: Path | None = None) -> list[str]:
-        uv = uv_binary()
-        if self.writable is None:
-            return [uv, *args]
-        sandbox = _bwrap(
-            self.interpreter, self.variables, writable=self.writable,
-            chdir=chdir or self.chdir, read_only=(uv,), isolation=self.isolation,
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        trusted: bool,
+        chdir: Path | None = None,
+        variables: dict[str, str] | None = None,
+        writable: Sequence[Path] = (),
+        input_text: str | None = None,
+        timeout: float | None = None,
+        own_view: bool = False,
+    ) -> tuple[int, list[str]]:
+        """Run ``argv`` (streamed to the log, or with ``input_text`` captured quietly);
+        returns (status, last lines). ``own_view``: only ``writable`` and the checkout are
+        writable (postBuild), not the build directory uv needs."""
+        env = {**self.variables, **(variables or {})}
+        if self.slot is not None and not trusted:
+            # never the shared cache: the build's farm of it, or none
+            if self.slot.farm.is_dir():
+                env["UV_CACHE_DIR"] = str(self.slot.farm)
+            else:
+                env.pop("UV_CACHE_DIR", None)
+                env["UV_NO_CACHE"] = "1"
+        where = chdir or self.checkout
+        if self.slot is None:
+            if input_text is not None:
+                return _capture(list(argv), env, where, input_text, timeout)
+            return self.job.run(argv, cwd=where, env=env)
+        spec = self.spec(
+            trusted=trusted, chdir=where, variables=env, writable=writable, own_view=own_view
+        )
+        with sandbox.prepared(spec) as prepared:
+            command = [*prepared.argv, *argv]
+            if input_text is not None:
+                return _capture(command, {}, Path("/"), input_text, timeout, prepared.pass_fds)
+            return self.job.run(command, cwd=Path("/"), env={}, pass_fds=prepared.pass_fds,
+                                preexec=_build_limits(self.limits))  # fmt: skip
+
+    def spec(
+        self,
+        *,
+        trusted: bool,
+        chdir: Path,
+        variables: dict[str, str],
+        writable: Sequence[Path] = (),
+        own_view: bool = False,
+    ) -> sandbox.Spec:
+        assert self.slot is not None
+        owner = sandboxing.ids().cache if trusted else self.slot.uid
+        shown = [*writable] if own_view else [*self.writable, *writable]
+        read_only = [self.interpreter.prefix, self.interpreter.path, uv_binary()]
+        read_only += [v for k in ("SSL_CERT_FILE", "SSL_CERT_DIR") if (v := variables.get(k))]
+        over: list[tuple[str, str]] = []
+        if trusted:
+            read_only.append(str(self.checkout))
+        else:
+            shown.append(self.checkout)
+            if (self.checkout / ".git").is_dir():
+                # git runs on the host afterwards (git status, for the overlay): code that
+                # could edit .git/config could make it run a filter or hook of its choosing.
+                over.append((str(self.checkout / ".git"), str(self.checkout / ".git")))
+        files: tuple[tuple[str, str], ...] = ()
+        prefix: tuple[str, ...] = ()
+        fds: tuple[int, ...] = ()
+        if self.isolation is not None:
+            prefix, fds = self.isolation.prefix, self.isolation.pass_fds
+            if self.isolation.resolv is not None:
+                files = (("/etc/resolv.conf", Path(self.isolation.resolv).read_text()),)
+        return sandbox.Spec(
+            identity=sandbox.Identity(uid=owner, gid=owner, name="builder"),
+            chdir=str(chdir),
+            read_only=tuple(read_only),
+            writable=tuple(str(p) for p in dict.fromkeys(shown)),
+            read_only_over=tuple(over),
+            files=files,
+            env=tuple(variables.items()),
+            prefix=prefix,
+            prefix_fds=fds,
+        )
+
+
+def _capture(
+    argv: list[str],
+    env: dict[str, str],
+    cwd: Path,
+    input_text: str,
+    timeout: float | None,
+    pass_fds: Sequence[int] = (),
+) -> tuple[int, list[str]]:
+    try:
+        done = subprocess.run(
+            argv, input=input_text, capture_output=True, text=True, env=env, cwd=cwd,
+            timeout=timeout, pass_fds=tuple(pass_fds), check=False,
         )  # fmt: skip
-        return [*sandbox, uv, *args]
+    except subprocess.TimeoutExpired:
+        return -1, ["timed out"]
+    return done.returncode, done.stdout.splitlines()[-40:]
+
+
+def _build_limits(join: Callable[[], None] | None = None) -> Callable[[], None]:
+    """For a build command's process, before it execs: limits that hold for its whole tree
+    (the build's uid is its own, so the process count is the build's): processes, the size
+    of any one file, CPU seconds."""
+    processes = int(getattr(settings, "BINDERY_BUILD_MAX_PROCESSES", 512))
+    file_size = int(getattr(settings, "BINDERY_BUILD_MAX_FILE_BYTES", 8 * 1024**3))
+    cpu = int(getattr(settings, "BINDERY_BUILD_TIMEOUT", 1200)) * 2
+
+    def limit() -> None:
+        if join is not None:
+            join()
+        resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+
+    return limit
 
 
 @lru_cache(maxsize=8)
@@ -787,102 +887,209 @@ class LocalBuilder:
         isolation: _Isolation | None,
     ) -> dict[str, Any]:
         """Build the environment, every sandboxed command in ``isolation`` (None: the
-        host's network)."""
+        host's network). Sandboxed, the trusted steps run as the cache's owner and the rest
+        as a build uid of its own (``sandboxing``); the environment is sealed before its
+        ready record is written."""
         if env.exists():
             job.say("Removing an unfinished environment left by an interrupted build")
             shutil.rmtree(env)
-        with tempfile.TemporaryDirectory(prefix="bindery-uv-home-") as home:
-            uv = self._uv_runner(job, plan, interpreter, env, checkout, home, isolation)
-            with job.timed("venv"):
-                self._uv(job, uv, ["venv", "--no-project", "--python", interpreter.path,
-                                   str(env)], "ENVIRONMENT_FAILED")  # fmt: skip
-            meta = env / ".bindery"
-            meta.mkdir()
+        sandboxed = sandbox_mode() == "bwrap"
+        cache = Path(settings.BINDERY_UV_CACHE_DIR)
+        slot_context = sandboxing.build_slot(cache) if sandboxed else nullcontext(None)
+        with (
+            tempfile.TemporaryDirectory(prefix="bindery-uv-home-") as home,
+            slot_context as slot,
+            self._cgroups(job, slot) as limits,
+        ):
+            steps = self._steps(job, plan, interpreter, env, checkout, home, isolation, slot)
+            steps = dataclasses.replace(steps, limits=limits)
+            base = self.base_lines(plan)
+            for line in self.base_requirements:
+                if line not in base:
+                    job.say(f"Base package {line}: the repository's own requirement is used")
+            if slot is not None:
+                with job.timed("sandbox"):
+                    sandboxing.own_cache(cache, store.envs_dir())
+                    sandboxing.give_checkout(checkout, slot.uid)
             skipped: list[str] = []
+            conda: list[str] = []
+            built_from_source = False
+            self._venv(steps, env, trusted=True)
             if plan.conda_packages:
                 with job.timed("conda_check"):
-                    conda, skipped = self._check_conda(job, plan, interpreter, uv)
-            else:
-                conda = []
+                    conda, skipped = self._check_conda(job, plan, interpreter, steps)
             skip_warning = (
                 "environment.yml: skipped conda packages not found on the package index "
                 f"under the same name: {', '.join(skipped)}."
             )
             if skipped:
                 job.warn(skip_warning)
-            base = self.base_lines(plan)
-            for line in self.base_requirements:
-                if line not in base:
-                    job.say(f"Base package {line}: the repository's own requirement is used")
             requirements = [_absolute(line, checkout) for line in plan.requirements]
             wanted = "\n".join([*requirements, *conda, *base]) + "\n"
-            (meta / "requirements.in").write_text(wanted)
             job.say("Installing packages with uv")
             with job.timed("install"):
-                self._uv(job, uv, ["pip", "install", "--python", str(env / "bin" / "python"),
-                                   "--compile-bytecode", *self._index_args(),
-                                   "-r", str(meta / "requirements.in")],
-                         "INSTALL_FAILED")  # fmt: skip
+                if slot is not None:
+                    built_from_source = not self._install_wheels(job, steps, env, wanted)
+                    if built_from_source:
+                        farm = sandboxing.make_farm(cache, slot)
+                        self._venv(steps, env, trusted=False)
+                        self._write_requirements(env, wanted)
+                        self._uv(job, steps, ["pip", "install", "--python", str(env / "bin" /
+                                 "python"), "--compile-bytecode", *self._index_args(), "-r",
+                                 str(env / ".bindery" / "requirements.in")], "INSTALL_FAILED",
+                                 trusted=False, variables={"UV_CACHE_DIR": str(farm),
+                                 "UV_LINK_MODE": "copy"})  # fmt: skip
+                    else:
+                        sandboxing.hand_over(env, slot.uid)
+                else:
+                    self._write_requirements(env, wanted)
+                    self._uv(job, steps, ["pip", "install", "--python", str(env / "bin" / "python"),
+                                          "--compile-bytecode", *self._index_args(), "-r",
+                                          str(env / ".bindery" / "requirements.in")],
+                             "INSTALL_FAILED", trusted=True)  # fmt: skip
+                present = dict(sandboxing.packages(env))
                 drop = [
                     name for name in DROPPED_PACKAGES
-                    if name not in plan.requirement_names and name in dict(_packages(env))
+                    if name not in plan.requirement_names and name in present
                 ]  # fmt: skip
                 if drop:
-                    self._uv(job, uv, ["pip", "uninstall", "--python",
-                                       str(env / "bin" / "python"), *drop],
-                             "INSTALL_FAILED")  # fmt: skip
+                    self._uv(job, steps, ["pip", "uninstall", "--python",
+                                          str(env / "bin" / "python"), *drop], "INSTALL_FAILED",
+                             trusted=False, variables={"UV_NO_CACHE": "1"})  # fmt: skip
+            if slot is not None and not built_from_source:
+                with job.timed("bytecode"):
+                    self._compile(job, steps, env, interpreter)
             _quiet_jupyterlab(env)
-        overlay: list[dict[str, str]] = []
-        sandbox = ""
-        if plan.postbuild:
-            with job.timed("postbuild"):
-                before = None if (checkout / ".git").exists() else _signatures(checkout)
-                sandbox = self._postbuild(job, plan, env, interpreter, checkout, isolation)
-                overlay = _record_overlay(job, checkout, env / ".bindery" / "overlay", before)
-        job.check()
+            overlay: list[dict[str, str]] = []
+            postbuild_sandbox = ""
+            before = None
+            if plan.postbuild:
+                with job.timed("postbuild"):
+                    before = None if (checkout / ".git").exists() else _signatures(checkout)
+                    postbuild_sandbox = self._postbuild(job, plan, env, steps)
+            if slot is not None:
+                # the build's processes are gone: nothing can change these trees any more
+                with job.timed("seal"):
+                    sandbox.seal_tree(env, keep_owner=sandboxing.ids().cache)
+                    sandbox.seal_tree(checkout)
+            if plan.postbuild:
+                with job.timed("postbuild"):
+                    overlay = _record_overlay(job, checkout, store.overlay_path(key), before)
+            job.check()
         record: dict[str, Any] = {
             "key": key,
             "builder_version": BUILDER_VERSION,
             "python_version": interpreter.version,
             "python": interpreter.path,
-            "packages": _packages(env),
+            "packages": sandboxing.packages(env),
             "warnings": [skip_warning] if skipped else [],
             "skipped_conda_packages": skipped,
             "overlay": overlay,
-            "sandbox": sandbox,
-            "uv_sandbox": "bwrap" if uv.writable is not None else "none",
-            "uv_link_mode": uv.variables.get("UV_LINK_MODE", "hardlink"),
+            "sandbox": postbuild_sandbox,
+            "uv_sandbox": "bwrap" if steps.sandboxed else "none",
+            "uv_link_mode": "copy" if built_from_source else steps.variables.get(
+                "UV_LINK_MODE", "hardlink"),
+            "built_from_source": built_from_source,
             "network": "isolated" if isolation is not None else "shared",
             "created": datetime.now(UTC).isoformat(),
             "built_from": f"{job.request.repo.repo_url}@{job.request.repo.resolved_ref}",
             "durations": dict(job.durations),
-        }
+        }  # fmt: skip
         store.write_json(store.env_record_path(key), record)  # the environment is ready
         return record
 
+    @staticmethod
+    @contextmanager
+    def _cgroups(job: _Job, slot: sandboxing.Slot | None) -> Iterator[Callable[[], None] | None]:
+        """The build's memory, process and CPU limits (``apps.cgroups``) while the block
+        runs: what its commands join before they exec. None without a sandbox."""
+        if slot is None:
+            yield None
+            return
+        memory = _parse_bytes(str(getattr(settings, "BINDERY_BUILD_MEMORY", "4G")))
+        limits = cgroups.Limits(
+            memory, int(getattr(settings, "BINDERY_BUILD_MAX_PROCESSES", 512)),
+            float(getattr(settings, "BINDERY_BUILD_CPU", 0)) or None,
+        )  # fmt: skip
+        installation = hashlib.sha256(str(settings.BINDERY_BUILD_DIR).encode()).hexdigest()[:8]
+        group = cgroups.create(
+            cgroups.safe_name("build", str(slot.number)), limits,
+            parent=f"bindery-builds-{installation}",
+        )  # fmt: skip
+        job.say(f"Build limits: {group.describe()}")
+        try:
+            yield group.preexec_fn()
+        finally:
+            group.release()
+
+    def _venv(self, steps: _Steps, env: Path, *, trusted: bool) -> None:
+        """A fresh virtualenv at ``env``, the owner of the step that makes it."""
+        if steps.slot is not None:
+            owner = sandboxing.ids().cache if trusted else steps.slot.uid
+            sandboxing.new_environment(env, owner)
+        with steps.job.timed("venv"):
+            self._uv(steps.job, steps, ["venv", "--no-project", "--allow-existing", "--python",
+                                        steps.interpreter.path, str(env)],
+                     "ENVIRONMENT_FAILED", trusted=trusted)  # fmt: skip
+
+    @staticmethod
+    def _write_requirements(env: Path, wanted: str) -> None:
+        sandbox.write_nofollow(env, ".bindery/requirements.in", wanted.encode())
+
+    def _install_wheels(self, job: _Job, steps: _Steps, env: Path, wanted: str) -> bool:
+        """The trusted install: wheels only (``--no-build``: nothing from a package runs),
+        as the cache's owner, hardlinked from the shared cache. False when something must
+        be built from source (the caller then builds as the build's uid)."""
+        self._write_requirements(env, wanted)
+        args = ["pip", "install", "--python", str(env / "bin" / "python"), "--no-build",
+                *self._index_args(), "-r", str(env / ".bindery" / "requirements.in")]  # fmt: skip
+        status, tail = steps.run([uv_binary(), *args], trusted=True)
+        if status == 0:
+            return True
+        text = "\n".join(tail)
+        if any(marker in text for marker in _TRANSIENT):
+            self._fail_uv(tail, "INSTALL_FAILED")
+        job.say(
+            "Some packages are built from source: they are installed again, as the build's "
+            "own unprivileged user, with the shared cache read-only"
+        )
+        return False
+
+    def _compile(self, job: _Job, steps: _Steps, env: Path, interpreter: Interpreter) -> None:
+        """Byte-compile the environment's packages as the build's uid (compiling runs the
+        environment's interpreter, and so any ``.pth`` file a wheel shipped)."""
+        sites = [str(p) for p in sorted(env.glob("lib/python*/site-packages"))]
+        if not sites:
+            return
+        argv = [str(env / "bin" / "python"), "-m", "compileall", "-q", "-j", "0", *sites]
+        status, tail = steps.run(argv, trusted=False, chdir=env)
+        if status != 0:
+            job.warn(
+                "Byte-compiling some packages failed; they are compiled when imported "
+                f"({meaningful_line(tail)[:200]})."
+            )
+
     def _check_conda(
-        self, job: _Job, plan: BuildPlan, interpreter: Interpreter, uv: _UvRunner
+        self, job: _Job, plan: BuildPlan, interpreter: Interpreter, steps: _Steps
     ) -> tuple[list[str], list[str]]:
         """Split environment.yml's conda packages into (found on the index, skipped).
 
-        Each is resolved alone, without dependencies (``uv pip compile --no-deps``): offline
-        that asks the uv cache, otherwise the configured index (PyPI by default).
+        Each is resolved alone, without dependencies (``uv pip compile --no-deps``), as a
+        trusted step (``--no-build``: a package only published as source counts as not
+        found): offline that asks the uv cache, otherwise the configured index (PyPI by
+        default).
         """
         job.say(f"Looking up {len(plan.conda_packages)} conda packages on the package index")
+        no_build = ["--no-build"] if steps.sandboxed else []
 
         def exists(requirement: str) -> bool:
-            try:
-                done = subprocess.run(
-                    uv.argv(["pip", "compile", "--no-deps", "--no-header", "--quiet",
-                             "--python", interpreter.path, *self._index_args(), "-"],
-                            chdir=Path("/")),
-                    input=requirement + "\n", capture_output=True, text=True,
-                    env=uv.variables, timeout=max(1.0, min(120.0, job.remaining())), cwd="/",
-                    pass_fds=uv.pass_fds,
-                )  # fmt: skip
-            except subprocess.TimeoutExpired:
-                return False
-            return done.returncode == 0
+            status, _ = steps.run(
+                [uv_binary(), "pip", "compile", "--no-deps", "--no-header", "--quiet",
+                 *no_build, "--python", interpreter.path, *self._index_args(), "-"],
+                trusted=True, chdir=Path("/"), input_text=requirement + "\n",
+                timeout=max(1.0, min(120.0, job.remaining())),
+            )  # fmt: skip
+            return status == 0
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             results = list(pool.map(exists, plan.conda_packages))
@@ -891,26 +1098,16 @@ class LocalBuilder:
         skipped = [r for r, ok in zip(plan.conda_packages, results, strict=True) if not ok]
         return found, skipped
 
-    def _postbuild(
-        self,
-        job: _Job,
-        plan: BuildPlan,
-        env: Path,
-        interpreter: Interpreter,
-        checkout: Path,
-        isolation: _Isolation | None,
-    ) -> str:
-        """Run postBuild in ``checkout`` with ``env`` active; returns the sandbox used."""
-        script = checkout / plan.postbuild
-        first = script.read_bytes()[:512].split(b"\n", 1)[0].decode(errors="replace").strip()
-        command = (
-            [*shlex.split(first[2:]), str(script)] if first.startswith("#!")
-            else ["/bin/sh", str(script)]
-        )  # fmt: skip
-        mode = sandbox_mode()
+    def _postbuild(self, job: _Job, plan: BuildPlan, env: Path, steps: _Steps) -> str:
+        """Run postBuild from the checkout with ``env`` active, as the build's uid; returns
+        the sandbox used. Its shebang is read inside the sandbox (``sandbox.RUN_SCRIPT``)."""
+        checkout = steps.checkout
+        script = str(checkout / plan.postbuild)
+        sandboxed = steps.sandboxed
         with tempfile.TemporaryDirectory(prefix="bindery-postbuild-") as scratch:
+            tmp = _SANDBOX_TMP if sandboxed else scratch
             variables = {
-                "PATH": f"{env}/bin:/usr/local/bin:/usr/bin:/bin",
+                "PATH": f"{env}/bin:{checkout}/.local/bin:/usr/local/bin:/usr/bin:/bin",
                 "VIRTUAL_ENV": str(env),
                 "HOME": str(checkout),  # repo2docker's REPO_DIR is the home directory
                 "REPO_DIR": str(checkout),
@@ -919,37 +1116,31 @@ class LocalBuilder:
                 "PIP_NO_CACHE_DIR": "1",
                 "PIP_DISABLE_PIP_VERSION_CHECK": "1",
                 "PIP_NO_INPUT": "1",
-                "TMPDIR": _SANDBOX_TMP if mode == "bwrap" else scratch,
-                "XDG_CACHE_HOME": f"{_SANDBOX_TMP if mode == 'bwrap' else scratch}/.cache",
+                "TMPDIR": tmp,
+                "XDG_CACHE_HOME": f"{tmp}/.cache",
+                "npm_config_cache": f"{tmp}/.npm",
                 **{k: v for k in _PASSED_ENV if (v := os.environ.get(k))},
             }
-            if mode == "bwrap":
-                sandbox = _bwrap(
-                    interpreter, variables, writable=(env, checkout), chdir=checkout,
-                    isolation=isolation,
-                )  # fmt: skip
-                argv = [*sandbox, *command]
-                job.say(f"Running {plan.postbuild} in a bubblewrap sandbox")
+            if sandboxed:
+                job.say(f"Running {plan.postbuild} in the sandbox, as the build's own user")
             else:
-                argv = command
-                job.warn(
-                    f"{plan.postbuild} ran without a sandbox "
-                    "(bubblewrap is not installed, or BINDERY_SANDBOX is none)."
-                )
-            fds = isolation.pass_fds if isolation is not None and mode == "bwrap" else ()
-            status, tail = job.run(argv, cwd=checkout, env=variables, pass_fds=fds)
+                job.warn(f"{plan.postbuild} ran without a sandbox (BINDERY_SANDBOX is off).")
+            status, tail = steps.run(
+                sandbox.script_command(script), trusted=False, chdir=checkout,
+                variables=variables, writable=(env,), own_view=True,
+            )  # fmt: skip
         if status != 0:
-            last = next((line for line in reversed(tail) if line.strip()), "")
+            last = meaningful_line(tail)
             raise BackendError(
                 f"{plan.postbuild} failed with exit status {status}"
-                + (f": {last.strip()[:300]}" if last else "."),
+                + (f": {last[:300]}" if last else "."),
                 code="POSTBUILD_FAILED",
             )
-        return mode
+        return "bwrap" if sandboxed else "none"
 
     def _apply_overlay(self, job: _Job, key: str, record: dict[str, Any], checkout: Path) -> None:
         """Replay what postBuild did to its checkout onto ``checkout``."""
-        source = store.env_path(key) / ".bindery" / "overlay"
+        source = store.overlay_path(key)
         conflicts: list[str] = []
         for item in record.get("overlay", []):
             rel, change, blob = item["path"], item["change"], item.get("blob", "")
@@ -961,7 +1152,7 @@ class LocalBuilder:
             if (change == "added" and current is None) or (
                 change == "modified" and current == blob
             ):
-                _copy(source / rel, target)
+                sandbox.copy_nofollow(source, rel, checkout)
             elif change == "deleted" and current == blob:
                 target.unlink()
             elif not (change == "deleted" and current is None):
@@ -1082,7 +1273,7 @@ class LocalBuilder:
             **{k: v for k in _PASSED_ENV if (v := os.environ.get(k))},
         }
 
-    def _uv_runner(
+    def _steps(
         self,
         job: _Job,
         plan: BuildPlan,
@@ -1091,27 +1282,31 @@ class LocalBuilder:
         checkout: Path,
         home: str,
         isolation: _Isolation | None,
-    ) -> _UvRunner:
-        """How this build runs uv: in bubblewrap when there is a sandbox (see the module
-        docstring), with what it may write and whether it hardlinks or copies."""
-        if sandbox_mode() != "bwrap":
+        slot: sandboxing.Slot | None,
+    ) -> _Steps:
+        """How this build runs its commands (see :class:`_Steps` and the module docstring),
+        with what uv may write and whether it hardlinks or copies."""
+        if slot is None:
             if plan.installs_repository:
                 job.warn(
-                    "The repository's package was built without a sandbox (bubblewrap is not "
-                    "installed, or BINDERY_SANDBOX is none)."
+                    "The repository's package was built without a sandbox (BINDERY_SANDBOX is off)."
                 )
-            return _UvRunner(interpreter, self._uv_env(home), None, checkout, None)
+            return _Steps(job, interpreter, self._uv_env(home), (), checkout, None, None)
         variables = self._uv_env(_SANDBOX_TMP)
         variables["TMPDIR"] = _SANDBOX_TMP
         writable, copying = uv_binds(env)
         for place in writable:
             place.mkdir(parents=True, exist_ok=True)  # bind targets must exist
+        farm_root = Path(settings.BINDERY_UV_CACHE_DIR).parent / sandboxing.FARMS
+        if not any(farm_root == w or farm_root.is_relative_to(w) for w in writable):
+            farm_root.mkdir(parents=True, exist_ok=True)
+            writable = (*writable, farm_root)
         if copying:
             variables["UV_LINK_MODE"] = "copy"
             job.say(f"Builds copy packages from the uv cache instead of hardlinking: {copying}.")
             _log_once(f"Builds copy packages from the uv cache instead of hardlinking: {copying}.")
-        job.say("uv runs in a bubblewrap sandbox")
-        return _UvRunner(interpreter, variables, (*writable, checkout), checkout, isolation)
+        job.say("uv runs in a bubblewrap sandbox, as an unprivileged user")
+        return _Steps(job, interpreter, variables, writable, checkout, isolation, slot)
 
     @staticmethod
     def _index_args() -> list[str]:
@@ -1120,16 +1315,28 @@ class LocalBuilder:
             args += ["--index-url", settings.BINDERY_PACKAGE_INDEX]
         return args
 
-    def _uv(self, job: _Job, uv: _UvRunner, args: list[str], code: str) -> None:
-        status, tail = job.run(uv.argv(args), cwd=uv.chdir, env=uv.variables, pass_fds=uv.pass_fds)
-        if status == 0:
-            return
+    def _uv(
+        self,
+        job: _Job,
+        steps: _Steps,
+        args: list[str],
+        code: str,
+        *,
+        trusted: bool,
+        variables: dict[str, str] | None = None,
+    ) -> None:
+        status, tail = steps.run([uv_binary(), *args], trusted=trusted, variables=variables)
+        if status != 0:
+            self._fail_uv(tail, code)
+
+    @staticmethod
+    def _fail_uv(tail: list[str], code: str) -> None:
         text = "\n".join(tail)
-        cause = next((line for line in reversed(tail) if line.strip()), "")
+        cause = meaningful_line(tail)
         for line in tail:
             for marker in ("cause:", "error:", "╰─▶"):
                 if marker in line and "No solution found" not in line:
-                    cause = line.split(marker, 1)[1]
+                    cause = clean_line(line.split(marker, 1)[1])
         transient = any(marker in text for marker in _TRANSIENT)
         what = (
             "Creating the environment" if code == "ENVIRONMENT_FAILED"
@@ -1144,15 +1351,44 @@ class LocalBuilder:
 
 # --- helpers ----------------------------------------------------------------------------------
 
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b[@-Z\\-_]")
+_SPINNER = re.compile(r"^[\s\-\\|/⠀-⣿.·•]*$")
+
+
+def _parse_bytes(text: str) -> int:
+    """``4G``, ``512M``, ``1048576``: bytes."""
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    value = text.strip().upper().removesuffix("B")
+    if value and value[-1] in units:
+        return int(float(value[:-1]) * units[value[-1]])
+    return int(value)
+
+
+def clean_line(line: str) -> str:
+    """``line`` without terminal escape codes or carriage-return redraws."""
+    return _ANSI.sub("", line.rsplit("\r", 1)[-1]).strip()
+
+
+def meaningful_line(tail: Sequence[str]) -> str:
+    """The last line of ``tail`` that says something: escape codes stripped, progress
+    spinners (``-\\|/``, braille) and blank lines skipped."""
+    for line in reversed(tail):
+        text = clean_line(line)
+        if text and not _SPINNER.match(text):
+            return text
+    return ""
+
 
 def _quiet_jupyterlab(env: Path) -> None:
-    """Write JupyterLab's admin defaults (LAB_OVERRIDES) unless the environment has its own."""
+    """Write JupyterLab's admin defaults (LAB_OVERRIDES) unless the environment has its own
+    (as root, following no symlink a build could have planted)."""
     if not (env / "share" / "jupyter" / "lab").is_dir():
         return  # no JupyterLab in this environment
-    overrides = env / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
-    if not overrides.exists():
-        overrides.parent.mkdir(parents=True, exist_ok=True)
-        overrides.write_text(json.dumps(LAB_OVERRIDES, indent=2) + "\n")
+    with suppress(OSError):
+        sandbox.write_nofollow(
+            env, "share/jupyter/lab/settings/overrides.json",
+            (json.dumps(LAB_OVERRIDES, indent=2) + "\n").encode(), exclusive=True,
+        )  # fmt: skip
 
 
 def _absolute(line: str, checkout: Path) -> str:
@@ -1162,16 +1398,6 @@ def _absolute(line: str, checkout: Path) -> str:
             rest = line[len(prefix) + 2 :]
             return f"{prefix}{checkout / rest if rest else checkout}"
     return line
-
-
-def _packages(env: Path) -> list[list[str]]:
-    found: dict[str, str] = {}
-    for site in env.glob("lib/python*/site-packages"):
-        for dist in importlib.metadata.distributions(path=[str(site)]):
-            name = dist.metadata["Name"]
-            if name:
-                found[canonicalize_name(name)] = dist.version
-    return [[name, found[name]] for name in sorted(found)]
 
 
 def _tree_digest(checkout: Path) -> str:
@@ -1200,13 +1426,6 @@ def _git_blob(path: Path) -> str | None:
 def _inside(root: Path, path: Path) -> bool:
     resolved, top = path.resolve(), root.resolve()
     return resolved == top or resolved.is_relative_to(top)
-
-
-def _copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.is_symlink() or target.exists():
-        target.unlink()
-    shutil.copy2(source, target, follow_symlinks=False)
 
 
 def _signatures(root: Path) -> dict[str, tuple[int, int]]:
@@ -1260,75 +1479,20 @@ def _changes(
 def _record_overlay(
     job: _Job, checkout: Path, overlay: Path, before: dict[str, tuple[int, int]] | None
 ) -> list[dict[str, str]]:
-    """What postBuild changed in ``checkout``, with its files copied under ``overlay``."""
-    items: list[dict[str, str]] = []
-    for rel, change, blob in _changes(job, checkout, before):
-        if change != "deleted":
-            source = checkout / rel
-            if not (source.is_file() or source.is_symlink()):
-                continue
-            try:
-                _copy(source, overlay / rel)
-            except OSError as exc:
-                job.warn(f"postBuild output {rel} could not be recorded: {exc.strerror}")
-                continue
-        items.append({"path": rel, "change": change, "blob": blob})
+    """What postBuild changed in ``checkout``, with its files copied under ``overlay`` (beside
+    the environment, root's: the sandbox never sees it) without following a symlink."""
+    changes = _changes(job, checkout, before)
+    recorded, refused = sandboxing.record_overlay(
+        checkout, overlay, [rel for rel, change, _ in changes if change != "deleted"]
+    )
+    kept = set(recorded)
+    items = [
+        {"path": rel, "change": change, "blob": blob}
+        for rel, change, blob in changes
+        if change == "deleted" or rel in kept
+    ]
+    for reason in refused[:20]:
+        job.warn(f"postBuild output {reason} could not be recorded")
     if items:
         job.say(f"postBuild changed {len(items)} files in the checkout; recorded for reuse")
     return items
-
-
-def _bwrap(
-    interpreter: Interpreter,
-    variables: dict[str, str],
-    *,
-    writable: Sequence[Path],
-    chdir: Path,
-    read_only: Sequence[str] = (),
-    isolation: _Isolation | None = None,
-) -> list[str]:
-    """bubblewrap arguments: the system (/usr, /etc, /opt), the interpreter and ``read_only``
-    read-only; ``writable`` writable but a ``.git`` in them read-only; a private /tmp; a
-    network for the package index and pip inside postBuild: the one bubblewrap starts in,
-    with ``isolation`` the build's own namespace (the internet, nothing of this machine), else
-    the host's; nothing else of the host: no home directories, no portal code, settings or
-    secrets, and nowhere else to write."""
-    argv = [*(isolation.prefix if isolation is not None else ())]
-    argv += ["bwrap", "--die-with-parent", "--unshare-all", "--share-net"]
-    for top in _SYSTEM:
-        argv += ["--ro-bind-try", top, top]
-    for link in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
-        if os.path.islink(link):
-            argv += ["--symlink", os.readlink(link), link]
-        elif os.path.isdir(link):
-            argv += ["--ro-bind", link, link]
-    argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", _SANDBOX_TMP]
-    for secret in ("/etc/shadow", "/etc/gshadow"):
-        if os.path.exists(secret):
-            argv += ["--ro-bind", "/dev/null", secret]
-    resolv = os.path.realpath("/etc/resolv.conf")
-    if not resolv.startswith("/etc/"):
-        argv += ["--ro-bind-try", resolv, resolv]
-    if not interpreter.prefix.startswith("/usr/"):
-        argv += ["--ro-bind", interpreter.prefix, interpreter.prefix]
-    shown = (*_SYSTEM, interpreter.prefix)
-    extra = [interpreter.path, *read_only]
-    extra += [v for k in ("SSL_CERT_FILE", "SSL_CERT_DIR") if (v := variables.get(k, ""))]
-    for path in extra:
-        if os.path.exists(path) and not any(path.startswith(f"{top}/") for top in shown):
-            argv += ["--ro-bind", path, path]
-    for place in writable:
-        argv += ["--bind", str(place), str(place)]
-    for place in writable:
-        if (place / ".git").is_dir():
-            # git runs on the host afterwards (git status, for the overlay): code that
-            # could edit .git/config could make it run a filter or hook of its choosing.
-            argv += ["--ro-bind", str(place / ".git"), str(place / ".git")]
-    if isolation is not None and isolation.resolv is not None:  # over the host's, bound above
-        argv += ["--ro-bind", isolation.resolv, resolv]
-    # The root is bubblewrap's own tmpfs, with the directories leading to the binds: read-only
-    # too, so nothing can be written where it would look like a host path.
-    argv += ["--remount-ro", "/", "--chdir", str(chdir), "--clearenv"]
-    for name, value in variables.items():
-        argv += ["--setenv", name, value]
-    return [*argv, "--"]

@@ -167,3 +167,9 @@ def try_flock(path: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def overlay_path(key: str) -> Path:
+    """What postBuild wrote in its checkout, kept for later commits (root's, beside the
+    environment: the build's sandbox never writes there)."""
+    return envs_dir() / f"{key}.overlay"

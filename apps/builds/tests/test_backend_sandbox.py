@@ -25,6 +25,7 @@ from apps.builds.backends import store
 from apps.builds.backends.base import BuildResult
 from apps.builds.backends.local import default_interpreter, sandbox_mode, uv_binary, uv_binds
 from apps.builds.tests.helpers import build, envs_beside_the_cache, resolved, unique
+from apps.testing import require
 from portal.errors import BackendError
 
 pytestmark = pytest.mark.build
@@ -65,8 +66,7 @@ setup(name="probe-pkg", version="0.1", py_modules=["probe_pkg"])
 def _sandboxed(settings: Any, tmp_path: Path, git_host: Any) -> Iterator[Path]:
     """bubblewrap required, environments beside the uv cache, checkouts apart."""
     settings.BINDERY_SANDBOX = "auto"
-    if sandbox_mode() != "bwrap":
-        pytest.skip("bubblewrap is not installed or cannot create namespaces here")
+    require(sandbox_mode() == "bwrap", "bubblewrap missing or cannot create namespaces here")
     settings.BINDERY_SANDBOX = "bwrap"
     settings.BINDERY_UV_OFFLINE = True
     settings.BINDERY_PACKAGE_INDEX = ""

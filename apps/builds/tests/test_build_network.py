@@ -39,12 +39,13 @@ from apps.builds.tests.helpers import (
     tcp_listener,
     unique,
 )
+from apps.testing import require, requires
 from portal.errors import BackendError
 
 pytestmark = pytest.mark.build
 
-requires_isolation = pytest.mark.skipif(
-    not builds_isolated(),
+requires_isolation = requires(
+    builds_isolated(),
     reason="needs root, bubblewrap, pasta (passt), nsenter, ip and an IPv4 default route",
 )
 Target = tuple[str, int]
@@ -99,8 +100,7 @@ def _sandboxed(settings: Any, tmp_path: Path, git_host: Any) -> Iterator[None]:
     """bubblewrap required, builds offline, environments beside the uv cache."""
     settings.BINDERY_SANDBOX = "auto"
     settings.BINDERY_BUILD_NETWORK = "auto"
-    if sandbox_mode() != "bwrap":
-        pytest.skip("bubblewrap is not installed or cannot create namespaces here")
+    require(sandbox_mode() == "bwrap", "bubblewrap missing or cannot create namespaces here")
     settings.BINDERY_UV_OFFLINE = True
     settings.BINDERY_PACKAGE_INDEX = ""
     settings.BINDERY_CHECKOUTS_DIR = tmp_path / "checkouts"

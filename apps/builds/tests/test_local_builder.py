@@ -75,7 +75,8 @@ def run_in_env(result: BuildResult, code: str) -> str:
 
 
 def environment_dirs() -> list[Path]:
-    return [p for p in Path(django_settings.BINDERY_ENVS_DIR).iterdir() if p.is_dir()]
+    envs = Path(django_settings.BINDERY_ENVS_DIR)
+    return [p for p in envs.iterdir() if p.is_dir() and not p.name.endswith(".overlay")]
 
 
 def use_fresh_dirs(settings: Any, root: Path) -> None:

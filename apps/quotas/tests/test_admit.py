@@ -73,3 +73,34 @@ def test_ended_sessions_do_not_count(token_client, repo, settings):
 )
 def test_parse_size(text, size):
     assert parse_size(text) == size
+
+
+def running_build(user, n: int) -> Build:
+    return Build.objects.create(
+        provider="git", spec="x", repo_url="x", repo_slug="x", display_name="x",
+        resolved_ref=f"{n:040d}", resolved={}, build_key=f"running-{user.pk}-{n}",
+        status="running", requested_by=user,
+    )  # fmt: skip
+
+
+def test_builds_at_once_are_capped_per_user(token_client, repo, git_host, settings):
+    settings.BINDERY_MAX_BUILDS_PER_USER = 2
+    settings.BINDERY_MAX_SESSIONS_PER_USER = 10
+    user, other = UserFactory(), UserFactory()
+    running_build(user, 1)
+    running_build(user, 2)
+    before = Build.objects.count()
+    response = token_client(user).post("/api/v1/sessions/", {"repo_url": repo.url}, format="json")
+    assert response.status_code == 429
+    body = response.json()
+    assert (body["error"], body["limit"], body["used"], body["allowed"], body["left"]) == (
+        "BUILD_QUOTA_EXCEEDED", "builds", 2, 2, 0)  # fmt: skip
+    assert Build.objects.count() == before and not Session.objects.filter(user=user).exists()
+    # another user's builds do not count; a finished build frees a place
+    assert token_client(other).post(
+        "/api/v1/sessions/", {"repo_url": repo.url}, format="json").status_code == 201  # fmt: skip
+    Build.objects.filter(requested_by=user, build_key__startswith="running-").update(status="ready")
+    fresh = git_host.create_repo(f"org/quota-{user.pk}-again", {"requirements.txt": ""})
+    again = token_client(user).post("/api/v1/sessions/", {"repo_url": fresh.url}, format="json")
+    assert again.status_code == 201, again.json()
+    assert Build.objects.filter(requested_by=user, repo_url=fresh.url).count() == 1

@@ -7,6 +7,7 @@ environment built with uv, offline, from the shared cache (bin/warm-test-cache f
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -24,6 +25,7 @@ import pytest
 import requests
 from django.conf import settings as django_settings
 
+from apps.sandbox import Ids
 from apps.sessions.hub import HubClient
 from apps.sessions.spawner import LaunchOptions, sign_user_options, signing_key
 
@@ -270,6 +272,12 @@ def make_launch(hub: Hub) -> Any:
     return launch_maker(hub)
 
 
+def session_uid(user: str) -> int:
+    """A stable session uid for a test's hub user name."""
+    digest = int(hashlib.sha256(user.encode()).hexdigest()[:8], 16)
+    return Ids().user(digest % 800_000 + 1)
+
+
 def launch_maker(hub: Hub) -> Any:
     def make(user: str, server: str, *, ttl: int = 300, **overrides: Any) -> Launch:
         checkout = hub.dirs["checkouts"] / f"{user}-{server}"
@@ -303,6 +311,10 @@ def launch_maker(hub: Hub) -> Any:
             "binder_request": "v2/gh/org/repo/main",
             "binder_persistent_request": "v2/gh/org/repo/0123abc",
             "default_url": "/lab",
+            # the session's host uid in the sandbox (apps.sandbox.Ids), one per test user
+            "uid": session_uid(user),
+            "gid": session_uid(user),
+            "team_gid": Ids().team(7),
             **overrides,
         }
         options = LaunchOptions(**fields)

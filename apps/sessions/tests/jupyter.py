@@ -31,8 +31,9 @@ def run_code(base: str, token: str, code: str, timeout: float = 60) -> tuple[str
     }))  # fmt: skip
     output: list[str] = []
     status = None
+    idle = False  # iopub's "idle" for the request: all its output has been sent
     try:
-        while status is None:
+        while status is None or not idle:
             message: dict[str, Any] = json.loads(ws.recv())
             if message.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
@@ -42,6 +43,8 @@ def run_code(base: str, token: str, code: str, timeout: float = 60) -> tuple[str
                 output.append("\n".join(message["content"]["traceback"]))
             elif message["msg_type"] == "execute_reply":
                 status = message["content"]["status"]
+            elif message["msg_type"] == "status":
+                idle = message["content"].get("execution_state") == "idle"
     finally:
         ws.close()
         requests.delete(f"{base}/api/kernels/{kernel_id}", headers=auth, timeout=timeout)

@@ -32,6 +32,7 @@ from apps.sessions.tests.conftest import (
     wait_for,
 )
 from apps.sessions.tests.jupyter import run_code
+from apps.testing import available, requires
 
 KEY = signing_key("a-portal-hub-token")
 PAYLOAD = LaunchOptions(
@@ -142,7 +143,7 @@ def test_start_script_is_honoured(running_server: Running) -> None:
     assert _environ(_main_pid(running_server))["BINDERY_TEST_START"] == "ran"
 
 
-@pytest.mark.skipif(not bwrap_installed(), reason="bubblewrap is not installed")
+@requires(bwrap_installed(), reason="bubblewrap is not installed")
 def test_server_runs_inside_bubblewrap(running_server: Running) -> None:
     pid = _main_pid(running_server)
     for namespace in ("mnt", "pid"):
@@ -155,7 +156,7 @@ def test_server_runs_inside_bubblewrap(running_server: Running) -> None:
     assert not Path(running_server.launch.options.env_path, "escape").exists()
 
 
-@pytest.mark.skipif(not cgroups_writable(), reason="cgroup v1 memory/pids not writable")
+@requires(cgroups_writable(), reason="cgroup v1 memory/pids not writable")
 def test_server_has_its_memory_and_process_limits(running_server: Running) -> None:
     lines = Path(f"/proc/{_main_pid(running_server)}/cgroup").read_text().splitlines()
     cgroups = dict(line.split(":", 2)[1:] for line in lines)
@@ -320,7 +321,7 @@ def test_stop_ends_the_process_and_removes_its_cgroups(
     launch, pid, cgroup = _start(hub_client, make_launch, "bob", "session-2", cpu=1.5)
     dirs = _cgroup_dirs(cgroup)
     assert all(d.is_dir() for d in dirs)
-    if cgroups_writable():
+    if available(cgroups_writable(), "cgroup v1 memory/pids not writable"):
         cpu = next(d for d in dirs if d.parts[4] == "cpu")
         assert int((cpu / "cpu.cfs_quota_us").read_text()) == 150_000
     (launch.volume / "before-stop.txt").write_text("mine")
