@@ -87,6 +87,16 @@ async def build_stream(request: HttpRequest, provider: str, spec: str) -> HttpRe
             {"error": "NOT_AUTHENTICATED", "detail": "Sign in or send an API token to launch."},
             status=401,
         )
+    cross_site = request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none")
+    if cross_site and not request.headers.get("Authorization"):
+        # A page elsewhere (a user server on another port of this host counts: same-site)
+        # could open an EventSource with the visitor's cookies and start code with their
+        # volumes mounted. API tokens, and the portal's own pages, are not refused.
+        return JsonResponse(
+            {"error": "CROSS_SITE_LAUNCH",
+             "detail": "Launches from other sites need an API token, or open the /v2/ link."},
+            status=403,
+        )  # fmt: skip
     owner = await database_sync_to_async(anonymous_owner)(request.session) if anonymous else ""
     spec = raw_path_spec(request, f"/build/{provider}/", spec)
     try:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode, urlsplit
 
 from django.conf import settings
 from django.contrib import messages
@@ -9,10 +9,12 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils.encoding import iri_to_uri
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.builds.views import PHASES as BUILD_PHASES
+from apps.repos.providers import get_provider
 from apps.sessions import owners, selectors, services
 from apps.sessions.api.serializers import SessionSerializer
 from portal.api import current_user
@@ -32,31 +34,99 @@ def _owner(request: HttpRequest) -> tuple[Any, str]:
     return request.user, anonymous_owner(request)
 
 
+# Pages that redirect to a ``next`` they were given: a navigation they bounce to /v2/ is
+# same-origin, whoever wrote the ``next``, so it must not count as the portal's own click.
+_BOUNCING_PAGES = ("/accounts/", "/admin/")
+
+
+def _raw_full_path(request: HttpRequest) -> str:
+    """This request's path and query as the client sent them, still percent-encoded.
+
+    ``request.get_full_path()`` is built from the decoded path: a git spec's
+    ``http%3A%2F%2F…`` would come back as ``http://…`` and no longer parse. The raw path is
+    used only when it decodes to this very request's path, so it is always a same-site
+    path (it starts with ``/v2/``), never another address."""
+    raw = "/v2/" + raw_path_spec(request, "/v2/", "")
+    if raw == "/v2/" or unquote(raw) != request.path:
+        return request.get_full_path()
+    query = request.META.get("QUERY_STRING", "")
+    return raw + (f"?{iri_to_uri(query)}" if query else "")
+
+
+def _readable(provider: str, spec: str) -> str:
+    """The repository for people (no network): the decoded URL or project path, and the
+    ref; what was given, decoded, when it does not parse (the launch will say why)."""
+    try:
+        values = get_provider(provider).parse(spec).values
+    except BinderyError:
+        return unquote(spec)
+    names = {
+        "gh": f"{values.get('owner')}/{values.get('repo')}",
+        "gl": values.get("namespace", ""),
+        "gist": f"{values.get('user')}/{values.get('gist_id')}",
+        "git": values.get("url", ""),
+    }
+    if provider not in names:
+        return unquote(spec)
+    return f"{names[provider]} @ {values['ref']}"
+
+
+def _clicked_in_the_portal(request: HttpRequest) -> bool:
+    """Whether this GET comes from one of the portal's own launch forms or links."""
+    if request.headers.get("Sec-Fetch-Site") != "same-origin":
+        return False
+    referer = urlsplit(request.headers.get("Referer", ""))
+    return not referer.path.startswith(_BOUNCING_PAGES)
+
+
 @never_cache
 def launch_page(request: HttpRequest, provider: str, spec: str) -> HttpResponse:
-    """/v2/<provider>/<spec>: GET shows the launch page; its script POSTs here to launch."""
+    """/v2/<provider>/<spec>: GET shows what will be launched and a Launch button; the
+    button (its script, or the form without one) POSTs here to launch.
+
+    A GET never launches: a link from another site (or from a user server, which is
+    same-site but not same-origin) would otherwise run a stranger's code with the visitor's
+    volumes mounted. Only a navigation from the portal's own pages (``Sec-Fetch-Site:
+    same-origin``, which no other site can send) starts at once; everything else waits for
+    the click, including a link that came back from signing in (the sign-in page redirects
+    to any ``next``, so that navigation is same-origin too). The POST is CSRF-protected as
+    every form is.
+
+    Signed out (without anonymous launches), the visitor goes to sign in with ``next`` set
+    to the link exactly as it came, still percent-encoded, so it launches the same
+    afterwards."""
     anonymous = not request.user.is_authenticated
+    here = _raw_full_path(request)
     if anonymous and not settings.BINDERY_ANONYMOUS_LAUNCH:
-        return redirect_to_login(request.get_full_path())
+        return redirect_to_login(here)
     spec = raw_path_spec(request, f"/v2/{provider}/", spec)
-    if request.method == "POST":
-        params = request.GET
-        try:
-            urlpath = services.clean_urlpath(
-                params.get("urlpath", ""), params.get("labpath", ""), params.get("filepath", "")
-            )
+    params = request.GET
+    wants_page = "text/html" in request.headers.get("Accept", "")
+    try:
+        urlpath = services.clean_urlpath(
+            params.get("urlpath", ""), params.get("labpath", ""), params.get("filepath", "")
+        )
+        if request.method == "POST":
             session = services.launch(
                 None if anonymous else current_user(request),
                 spec=f"{provider}/{spec}",
                 urlpath=urlpath,
                 anonymous_owner=anonymous_owner(request) if anonymous else "",
             )
-        except BinderyError as exc:
+    except BinderyError as exc:
+        if request.method == "POST" and not wants_page:
             return JsonResponse(exc.as_dict(), status=exc.status)
+        raise  # the error page (BinderyErrorMiddleware)
+    if request.method == "POST":
+        if wants_page:  # the form, without script
+            return redirect("session-launch", session.pk)
         return JsonResponse({"session": session.pk, "websocket": f"/ws/launches/{session.pk}/"})
     return render(request, "sessions/launch.html", {
-        "spec": f"{provider}/{spec}", "phases": LAUNCH_PHASES, "session": None,
-        "query": request.GET.urlencode(),
+        "spec": f"{provider}/{spec}", "provider": provider,
+        "repository": _readable(provider, spec), "launch_action": here, "login_next": here,
+        "urlpath": urlpath, "phases": LAUNCH_PHASES, "session": None, "anonymous": anonymous,
+        "launch_config": {"sessionId": None, "autostart": _clicked_in_the_portal(request),
+                          "query": request.GET.urlencode()},
     })  # fmt: skip
 
 
@@ -68,6 +138,7 @@ def session_launch(request: HttpRequest, session_id: int) -> HttpResponse:
     return render(request, "sessions/launch.html", {
         "spec": f"{session.provider}/{session.spec}", "phases": LAUNCH_PHASES,
         "session": session,
+        "launch_config": {"sessionId": session.pk, "autostart": False, "query": ""},
     })  # fmt: skip
 
 
