@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from portal.events import STREAM_UNAVAILABLE, stream_unavailable
+
+log = logging.getLogger(__name__)
+
+# Closed because the stream cannot go on (after a ``failed`` item, STREAM_UNAVAILABLE):
+# 1011 is "server error", so clients reconnect and resume, unlike after 1000.
+CLOSE_UNAVAILABLE = 1011
+
 
 class RelayConsumer(AsyncJsonWebsocketConsumer):
     """Subclasses authorize in ``connect`` and then call ``relay(stream)``."""
 
+    # No channel of its own on the layer: the relayed stream follows the layer itself and
+    # survives it failing (portal.events.listen), whereas Channels' receive for the
+    # consumer's channel would raise out of the consumer on the first Redis error and drop
+    # the socket. Nothing sends to these consumers' channels.
+    channel_layer_alias = None
     task: asyncio.Task[None] | None = None
 
     def query_int(self, name: str) -> int:
@@ -28,9 +42,18 @@ class RelayConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
 
         async def pump() -> None:
-            async for event in stream:
-                await self.send_json(event)
-            await self.close(code=1000)
+            code = 1000
+            try:
+                async for event in stream:
+                    await self.send_json(event)
+                    if event.get("error") == STREAM_UNAVAILABLE:
+                        code = CLOSE_UNAVAILABLE
+            except Exception:  # never leave the socket open and silent
+                log.exception("websocket stream failed")
+                code = CLOSE_UNAVAILABLE
+                with contextlib.suppress(Exception):
+                    await self.send_json(stream_unavailable())
+            await self.close(code=code)
 
         self.task = asyncio.create_task(pump())
 

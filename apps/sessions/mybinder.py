@@ -63,6 +63,9 @@ async def mybinder_events(session: Session) -> AsyncIterator[str]:
                 yield _data(payload)
             elif phase in ("stopped", "stopping"):
                 yield _data({"phase": "failed", "message": item["message"] + "\n"})
+        elif kind == "failed":  # the stream itself cannot go on (STREAM_UNAVAILABLE)
+            yield _data({"phase": "failed", "message": item["detail"] + "\n",
+                         "code": item["error"]})  # fmt: skip
 
 
 async def _failed(error: BinderyError) -> AsyncIterator[str]:
