@@ -19,6 +19,7 @@ hub with it. The hub:
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import shutil
 import sys
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+
+from portal import sandbox_network
 
 PORTAL_SERVICE = "bindery-portal"
 
@@ -43,18 +46,6 @@ PORTAL_SCOPES = (
 # admin:server_state, admin:groups, admin:services / list:services, read:hub, proxy, shutdown.
 
 CONFIG_NAME = "jupyterhub_config.py"
-# Host files a server (root without capabilities inside bubblewrap) could otherwise read.
-HOST_SECRETS = (Path("/etc/shadow"), Path("/etc/gshadow"), Path("/etc/ssh"), Path("/root/.ssh"))
-
-
-def _outermost(paths: list[Path]) -> list[Path]:
-    """The paths without those inside another one (hidden already), in a stable order."""
-    unique = sorted(set(paths), key=lambda p: (len(p.parts), str(p)))
-    kept: list[Path] = []
-    for path in unique:
-        if not any(path.is_relative_to(outer) for outer in kept):
-            kept.append(path)
-    return kept
 
 
 def split_bind(bind: str) -> tuple[str, int]:
@@ -73,13 +64,30 @@ def proxy_api_bind() -> str:
     return f"{host}:{port + 1}"
 
 
+def local_proxy_bin() -> Path:
+    """Where ``bin/setup`` installs the npm proxy (``proxy/``, from its lockfile)."""
+    return Path(settings.BASE_DIR).resolve() / "proxy" / "node_modules" / ".bin"
+
+
+def python_proxy() -> Path:
+    """The PyPI configurable-http-proxy in this virtualenv: the fallback only, because it
+    drops websocket subprotocols (the kernel's) and holds back streamed responses."""
+    return Path(sys.executable).parent / "configurable-http-proxy"
+
+
 def proxy_command(path: str | None = None) -> list[str]:
-    """The npm ``configurable-http-proxy`` when on PATH (it streams responses), else the
-    absolute path of the Python one in this virtualenv (never on PATH unless activated)."""
-    venv_proxy = Path(sys.executable).parent / "configurable-http-proxy"
-    found = shutil.which("configurable-http-proxy", path=path)
+    """The npm ``configurable-http-proxy`` by absolute path: the one ``bin/setup`` installs
+    under ``proxy/``, else one on ``PATH`` (``path``, when given, is searched instead of
+    both); else the Python one in this virtualenv (never on PATH unless activated)."""
+    venv_proxy = python_proxy()
+    search = (
+        path
+        if path is not None
+        else os.pathsep.join([str(local_proxy_bin()), os.environ.get("PATH", os.defpath)])
+    )
+    found = shutil.which("configurable-http-proxy", path=search)
     if found and Path(found).resolve() != venv_proxy.resolve():
-        return [found]
+        return [str(Path(found).absolute())]
     return [str(venv_proxy)]
 
 
@@ -97,22 +105,19 @@ def hub_config() -> dict[str, dict[str, Any]]:
 
     hub_dir = Path(settings.BINDERY_HUB_DIR).resolve()
     hub_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    var_dir = Path(settings.VAR_DIR).resolve()
     roots = {
         "envs_dir": Path(settings.BINDERY_ENVS_DIR).resolve(),
         "checkouts_dir": Path(settings.BINDERY_CHECKOUTS_DIR).resolve(),
         "sessions_dir": Path(settings.BINDERY_SESSIONS_DIR).resolve(),
         "volumes_dir": Path(settings.BINDERY_VOLUMES_DIR).resolve(),
     }
-    # Inside the sandbox the root is read-only but visible: hide the portal's state and
-    # secrets, other sessions' working copies, volumes, checkouts and environments.
-    hidden = [var_dir, hub_dir, *roots.values(), Path(settings.BINDERY_UV_CACHE_DIR).resolve()]
-    hidden += [Path(settings.BASE_DIR).resolve() / ".env", *HOST_SECRETS]
     installation = hashlib.sha256(str(hub_dir).encode()).hexdigest()[:8]
     return {
         "JupyterHub": {
             "bind_url": f"http://{settings.BINDERY_HUB_BIND}/",
             "public_url": settings.BINDERY_HUB_URL.rstrip("/") + "/",
+            # Per-user subdomains (https://<user>.<host>): no two users share an origin.
+            "subdomain_host": settings.BINDERY_HUB_SUBDOMAIN_HOST,
             "hub_bind_url": f"http://{settings.BINDERY_HUB_API_BIND}",
             "db_url": f"sqlite:///{hub_dir / 'jupyterhub.sqlite'}",
             "cookie_secret_file": str(hub_dir / "jupyterhub_cookie_secret"),
@@ -159,8 +164,13 @@ def hub_config() -> dict[str, dict[str, Any]]:
             # auto: a network namespace of its own per session (bubblewrap + pasta) when
             # possible, else the host's network with a warning; isolated: required; shared.
             "network": getattr(settings, "BINDERY_SESSION_NETWORK", "auto"),
-            "sandbox_hide": [str(p) for p in _outermost(hidden)],
+            # apps.sandbox: servers run as their user's uid, seeing only what they need
+            "uid_base": settings.BINDERY_SANDBOX_UID_BASE,
             "cgroup_parent": f"bindery-{installation}",
+            # Sessions' network policy (apps.netns.prohibit_host_networks): blocked ranges,
+            # the database's and Redis's hosts resolved now, and what the operator allows.
+            "blocked_networks": sandbox_network.blocked_networks(),
+            "allowed_networks": sandbox_network.allowed_networks(),
         },
     }
 
