@@ -21,15 +21,25 @@ def badge(request: HttpRequest, logo: bool) -> HttpResponse:
 
 
 def versions(request: HttpRequest) -> JsonResponse:
-    """As mybinder's /versions: what builds and serves environments here."""
+    """As mybinder's /versions: what builds and serves environments here, and (local
+    backend) the Pythons a runtime.txt can ask for, each with the base set it gets."""
     from apps.builds.backends.base import builder_version
 
-    return JsonResponse({
+    body: dict[str, object] = {
         "binderhub": f"bindery-{BINDERY_VERSION}",
         "builder": builder_version(),
         "jupyterhub": version("jupyterhub"),
         "backend": settings.BINDERY_BACKEND,
-    })  # fmt: skip
+    }
+    if settings.BINDERY_BACKEND == "local":
+        from apps.builds.backends.local import default_interpreter, usable_interpreters
+
+        default = default_interpreter().minor
+        body["pythons"] = [
+            {"version": python.version, "default": python.minor == default, "base_set": base}
+            for python, base in usable_interpreters()
+        ]
+    return JsonResponse(body)
 
 
 def _wants_json(request: HttpRequest) -> bool:

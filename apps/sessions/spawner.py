@@ -54,6 +54,11 @@ DEFAULT_TTL = 300  # seconds a signed launch stays valid: the portal signs right
 MIN_MEMORY = 64 * 1024 * 1024
 MOUNT_ROOT = "persistent"
 SYSTEM_PATH = netns.SYSTEM_PATH
+EGRESS_ENV = (
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PIP_CERT",
+    "NODE_EXTRA_CA_CERTS", "GIT_SSL_CAINFO", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+    "http_proxy", "https_proxy", "no_proxy",
+)  # fmt: skip
 BINDER_ENV = (
     "binder_repo_url",
     "binder_ref_url",
@@ -394,8 +399,10 @@ class BinderySpawner(LocalProcessSpawner):
 
     @default("env_keep")
     def _default_env_keep(self) -> list[str]:
-        # Not the hub's PATH, VIRTUAL_ENV or PYTHONPATH: the server runs from its own env.
-        return ["LANG", "LC_ALL", "TZ"]
+        # Not the hub's PATH, VIRTUAL_ENV or PYTHONPATH: the server runs from its own env. The
+        # machine's CA bundles and proxies: `pip install` in a notebook reaches the index as
+        # the host's own clients do.
+        return ["LANG", "LC_ALL", "TZ", *EGRESS_ENV]
 
     # -- validation --------------------------------------------------------------------------
 
@@ -474,7 +481,9 @@ class BinderySpawner(LocalProcessSpawner):
     # -- environment -------------------------------------------------------------------------
 
     def user_env(self, env: dict[str, str]) -> dict[str, str]:
-        env["USER"] = self.user.name
+        # repo2docker's runtime contract (docs/architecture.md): USER is the image's user, as
+        # the sandbox's passwd names it; unsandboxed the server is root and keeps the hub name.
+        env["USER"] = "jovyan" if self._sandboxed() else self.user.name
         env["SHELL"] = "/bin/bash"
         if self.launch_options is not None:
             env["HOME"] = self.launch_options.workdir  # as on mybinder: home is the repo
@@ -485,9 +494,27 @@ class BinderySpawner(LocalProcessSpawner):
         options: LaunchOptions | None = self.launch_options
         if options is None:
             return env
-        env["VIRTUAL_ENV"] = options.env_path
-        env["PATH"] = f"{options.env_path}/bin:{SYSTEM_PATH}"
+        # repo2docker's runtime contract (docs/architecture.md, "repo2docker's runtime
+        # contract"): its images put ~/.local/bin and $REPO_DIR/.local/bin before the
+        # environment's bin (here the same directory: the home is the repository), name the
+        # environment NB_PYTHON_PREFIX/KERNEL_PYTHON_PREFIX, and npm's global prefix is one
+        # the build could write (here the environment, where postBuild's `npm install -g`
+        # went). The local builder's postBuild sees the same variables (builds/backends/local.py).
+        local_bins = dict.fromkeys([f"{env['HOME']}/.local/bin", f"{options.workdir}/.local/bin"])
+        env["PATH"] = ":".join([*local_bins, f"{options.env_path}/bin", SYSTEM_PATH])
         env["REPO_DIR"] = options.workdir
+        for name in ("VIRTUAL_ENV", "NB_PYTHON_PREFIX", "KERNEL_PYTHON_PREFIX",
+                     "NPM_CONFIG_PREFIX"):  # fmt: skip
+            env[name] = options.env_path
+        env["NB_USER"] = "jovyan"
+        env["NB_UID"] = str(options.uid if self._sandboxed() else os.getuid())
+        env["PYTHONUNBUFFERED"] = "1"
+        # repo2docker's en_US.UTF-8 is not generated on these machines; C.UTF-8 always is
+        env.setdefault("LANG", "C.UTF-8")
+        env.setdefault("LANGUAGE", env["LANG"])
+        env.setdefault("LC_ALL", env["LANG"])
+        if options.start_script:
+            env["R2D_ENTRYPOINT"] = os.path.join(options.workdir, options.start_script)
         for name in BINDER_ENV:
             value = getattr(options, name)
             if value:
@@ -735,7 +762,7 @@ class BinderySpawner(LocalProcessSpawner):
         started = time.monotonic()
         fds = _Pipes()
         try:
-            self._event(10, "Preparing the working copy")
+            self._event(10, "Preparing your copy of the repository")
             bwrap = self._use_sandbox()
             prefix = await asyncio.to_thread(self._prepare_working_copy, options, bool(bwrap))
             tools, shared_because = self._network_plan(bwrap is not None)
@@ -746,7 +773,7 @@ class BinderySpawner(LocalProcessSpawner):
             if shared_because:
                 self._warn_shared_network(shared_because)
             self.log.info("Starting %s (%s; limits: %s)", self._log_name, sandbox_name, limits)
-            self._event(30, f"Starting the server ({sandbox_name}; {limits})")
+            self._event(30, f"Starting the server ({sandbox_name}; limits: {limits})")
             singleuser = os.path.join(options.env_path, "bin", "jupyterhub-singleuser")
             read_fd, write_fd = fds.pipe()
             child_fds: tuple[int, ...] = ()
@@ -783,7 +810,7 @@ class BinderySpawner(LocalProcessSpawner):
             fds.close_all()
         self.server_pid = _main_process(self.pid)
         self.log.info("%s is listening after %.2fs", self._log_name, time.monotonic() - started)
-        self._event(90, "Server is up")
+        self._event(90, "The server is up; connecting to it")
         return address
 
     def _create_namespace(self, tools: dict[str, str]) -> netns.Namespace:

@@ -7,7 +7,9 @@
 2. **Fetch** the commit into a temporary directory (``apps.repos.fetch.fetch``).
 3. **Plan**: read the repo2docker configuration (``config.read_plan``) and choose the
    interpreter (``runtime.txt`` & co. are honoured when that Python is on this machine and
-   new enough for the Jupyter packages, otherwise the default one with a warning).
+   new enough for the Jupyter packages, otherwise the default one with a warning) and its
+   base set (``base-requirements-X.Y.txt`` for a minor the newest Jupyter packages no longer
+   support, else ``base-requirements.txt``).
 4. **Key** the environment: a hash of the files that shape it (requirements, Pipfile,
    environment.yml, runtime.txt, postBuild...), the Python version, the base packages
    and ``BUILDER_VERSION``, not the commit. When the repository itself is installed
@@ -108,8 +110,9 @@ log = logging.getLogger(__name__)
 
 BUILDER_VERSION = "2"  # 2: sandboxed as unprivileged uids, sealed environments
 BASE_REQUIREMENTS_FILE = Path(__file__).with_name("base-requirements.txt")
-# jupyterhub 6.1.1 (base-requirements.txt) requires Python >= 3.10.
-MIN_PYTHON = (3, 10)
+# The oldest Python with a base set of its own (base-requirements-3.6.txt: jupyterhub 2.3,
+# jupyterlab 2.3 on the classic notebook server; launches through the 6.x hub, tested).
+MIN_PYTHON = (3, 6)
 # Removed after install unless the repository names them (see the module docstring).
 DROPPED_PACKAGES = ("rfc3987-syntax",)
 # JupyterLab asks every new user whether to fetch news from the internet and checks for
@@ -122,7 +125,11 @@ LAB_OVERRIDES = {
     }
 }
 _PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
-_PASSED_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "NO_PROXY", "no_proxy", *_PROXY_ENV)
+# The machine's egress settings (CA bundles, proxies): npm, pip, git and curl in postBuild and
+# build backends need them as the host's own clients do.
+_CA_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PIP_CERT",
+           "NODE_EXTRA_CA_CERTS", "GIT_SSL_CAINFO")  # fmt: skip
+_PASSED_ENV = (*_CA_ENV, "NO_PROXY", "no_proxy", *_PROXY_ENV)
 _NETWORKS = ("auto", "isolated", "shared")
 _MAX_LINE = 8192  # bytes of child output read at once (a longer line arrives in parts)
 _PROGRESS = re.compile(r"\b\d{1,3}% \(\d+/\d+\)")
@@ -136,6 +143,13 @@ _TRANSIENT = (
 def read_base_requirements(path: Path = BASE_REQUIREMENTS_FILE) -> tuple[str, ...]:
     lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
     return tuple(line for line in lines if line)
+
+
+def base_requirements_file(minor: str) -> Path:
+    """The base set for Python ``minor`` ("X.Y"): ``base-requirements-X.Y.txt`` when the
+    newest Jupyter packages do not support that minor, else ``base-requirements.txt``."""
+    own = BASE_REQUIREMENTS_FILE.with_name(f"base-requirements-{minor}.txt")
+    return own if own.is_file() else BASE_REQUIREMENTS_FILE
 
 
 # --- interpreters ---------------------------------------------------------------------------
@@ -215,8 +229,8 @@ def choose_interpreter(plan: BuildPlan) -> tuple[Interpreter, list[str]]:
     if tuple(int(p) for p in wanted.split(".")) < MIN_PYTHON:
         oldest = ".".join(map(str, MIN_PYTHON))
         return default, [
-            f"{asked} is older than {oldest}, the oldest the Jupyter server packages "
-            f"support; using Python {default.version} instead."
+            f"{asked} is older than {oldest}, the oldest this builder has Jupyter server "
+            f"packages for; using Python {default.version} instead."
         ]
     found = find_interpreter(wanted)
     if found is None:
@@ -224,6 +238,26 @@ def choose_interpreter(plan: BuildPlan) -> tuple[Interpreter, list[str]]:
             f"{asked} is not installed on this machine; using Python {default.version} instead."
         ]
     return found, []
+
+
+def usable_interpreters() -> list[tuple[Interpreter, str]]:
+    """(interpreter, base set file) for every Python a runtime.txt can get here: the default
+    and each minor from MIN_PYTHON to 3.14 found on this machine, oldest first. Looked up
+    again at most every five minutes (each minor is a ``uv python find``)."""
+    return _usable_interpreters(int(time.monotonic() // 300))
+
+
+@lru_cache(maxsize=1)
+def _usable_interpreters(_period: int) -> list[tuple[Interpreter, str]]:
+    default = default_interpreter()
+    found = {default.minor: default}
+    minors = [f"3.{minor}" for minor in range(MIN_PYTHON[1], 15) if f"3.{minor}" != default.minor]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for interpreter in pool.map(find_interpreter, minors):
+            if interpreter is not None:
+                found[interpreter.minor] = interpreter
+    ordered = sorted(found.values(), key=lambda i: tuple(int(p) for p in i.minor.split(".")))
+    return [(i, base_requirements_file(i.minor).name) for i in ordered]
 
 
 def uv_binary() -> str:
@@ -596,7 +630,7 @@ class _Steps:
         owner = sandboxing.ids().cache if trusted else self.slot.uid
         shown = [*writable] if own_view else [*self.writable, *writable]
         read_only = [self.interpreter.prefix, self.interpreter.path, uv_binary()]
-        read_only += [v for k in ("SSL_CERT_FILE", "SSL_CERT_DIR") if (v := variables.get(k))]
+        read_only += [v for k in _CA_ENV if (v := variables.get(k))]
         over: list[tuple[str, str]] = []
         if trusted:
             read_only.append(str(self.checkout))
@@ -671,9 +705,9 @@ class LocalBuilder:
     """Builds environments on this machine with uv. See the module docstring."""
 
     def __init__(self, base_requirements: Sequence[str] | None = None) -> None:
-        self.base_requirements = (
-            tuple(base_requirements) if base_requirements is not None else read_base_requirements()
-        )
+        # Given (tests, benchmarks): that set for every Python. Otherwise each interpreter's
+        # own (``base_requirements_file``).
+        self.base_requirements = tuple(base_requirements) if base_requirements is not None else None
 
     # -- the Builder protocol ------------------------------------------------------------
 
@@ -735,10 +769,18 @@ class LocalBuilder:
 
     # -- keys ----------------------------------------------------------------------------
 
-    def base_lines(self, plan: BuildPlan) -> list[str]:
+    def base_set(self, interpreter: Interpreter) -> tuple[str, tuple[str, ...]]:
+        """(name, lines): the base set for ``interpreter``, named by its file ("given" when
+        the builder was made with one)."""
+        if self.base_requirements is not None:
+            return "given", self.base_requirements
+        path = base_requirements_file(interpreter.minor)
+        return path.name, read_base_requirements(path)
+
+    def base_lines(self, plan: BuildPlan, interpreter: Interpreter) -> list[str]:
         """The base packages to add: those the repository does not name itself."""
         lines = []
-        for line in self.base_requirements:
+        for line in self.base_set(interpreter)[1]:
             try:
                 name: str = canonicalize_name(Requirement(line).name)
             except InvalidRequirement:
@@ -758,7 +800,8 @@ class LocalBuilder:
         material = {
             "builder": BUILDER_VERSION,
             "python": interpreter.version,
-            "base": self.base_lines(plan),
+            "base_set": self.base_set(interpreter)[0],
+            "base": self.base_lines(plan, interpreter),
             "index": settings.BINDERY_PACKAGE_INDEX,
             "requirements": plan.requirements,
             "conda": plan.conda_packages,
@@ -841,6 +884,8 @@ class LocalBuilder:
         files = ", ".join(plan.config_files) or "none (only the base packages)"
         job.say(f"Configuration from {where}: {files}")
         job.say(f"Python {interpreter.version} ({interpreter.path})")
+        name, lines = self.base_set(interpreter)
+        job.say(f"Base packages ({name}): {', '.join(lines)}")
         job.say(f"Environment key {key}")
 
     def _environment(
@@ -903,8 +948,8 @@ class LocalBuilder:
         ):
             steps = self._steps(job, plan, interpreter, env, checkout, home, isolation, slot)
             steps = dataclasses.replace(steps, limits=limits)
-            base = self.base_lines(plan)
-            for line in self.base_requirements:
+            base = self.base_lines(plan, interpreter)
+            for line in self.base_set(interpreter)[1]:
                 if line not in base:
                     job.say(f"Base package {line}: the repository's own requirement is used")
             if slot is not None:
@@ -981,6 +1026,7 @@ class LocalBuilder:
             "builder_version": BUILDER_VERSION,
             "python_version": interpreter.version,
             "python": interpreter.path,
+            "base_set": self.base_set(interpreter)[0],
             "packages": sandboxing.packages(env),
             "warnings": [skip_warning] if skipped else [],
             "skipped_conda_packages": skipped,
@@ -1106,12 +1152,25 @@ class LocalBuilder:
         sandboxed = steps.sandboxed
         with tempfile.TemporaryDirectory(prefix="bindery-postbuild-") as scratch:
             tmp = _SANDBOX_TMP if sandboxed else scratch
+            # repo2docker's runtime contract as the session has it (docs/architecture.md and
+            # sessions/spawner.py get_env): the home is the repository, ~/.local/bin before
+            # the environment's bin, the environment under repo2docker's names, npm's global
+            # prefix in the environment (`npm install -g` lands on the sessions' PATH).
             variables = {
-                "PATH": f"{env}/bin:{checkout}/.local/bin:/usr/local/bin:/usr/bin:/bin",
+                "PATH": f"{checkout}/.local/bin:{env}/bin:{sandbox.SYSTEM_PATH}",
                 "VIRTUAL_ENV": str(env),
+                "NB_PYTHON_PREFIX": str(env),
+                "KERNEL_PYTHON_PREFIX": str(env),
+                "NPM_CONFIG_PREFIX": str(env),
                 "HOME": str(checkout),  # repo2docker's REPO_DIR is the home directory
                 "REPO_DIR": str(checkout),
-                "LANG": "C.UTF-8",
+                "USER": "jovyan",
+                "NB_USER": "jovyan",
+                "NB_UID": str(steps.slot.uid if steps.slot is not None else os.getuid()),
+                "SHELL": "/bin/bash",
+                "LANG": "C.UTF-8",  # repo2docker's en_US.UTF-8 is not generated here
+                "LANGUAGE": "C.UTF-8",
+                "LC_ALL": "C.UTF-8",
                 "PYTHONUNBUFFERED": "1",
                 "PIP_NO_CACHE_DIR": "1",
                 "PIP_DISABLE_PIP_VERSION_CHECK": "1",

@@ -153,7 +153,7 @@ def test_server_runs_inside_bubblewrap(running_server: Running) -> None:
     probe = Path(running_server.launch.options.workdir, "sandbox-probe.txt").read_text().split()
     # the env is read-only, the hub's state hidden, /tmp private
     assert probe == ["env:read-only", "hub:hidden", "tmp:private"]
-    assert not Path(running_server.launch.options.env_path, "escape").exists()
+    # (the probe's touch failing inside is the check: unsandboxed tests share this env)
 
 
 @requires(cgroups_writable(), reason="cgroup v1 memory/pids not writable")

@@ -1,0 +1,3 @@
+from __future__ import annotations
+
+NAME = "fidelity_setup"
