@@ -23,6 +23,7 @@ urlpatterns = [
     path("account/", include("apps.accounts.urls")),
     path("teams/", include("apps.teams.urls")),
     path("builds/", include("apps.builds.urls")),
+    path("repos/", include("apps.repos.urls")),
     path("sessions/", include("apps.sessions.urls")),
     path("volumes/", sessions_views.volumes, name="volumes"),
     path("volumes/<int:volume_id>/delete/", sessions_views.volume_delete, name="volume-delete"),

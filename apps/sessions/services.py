@@ -29,6 +29,7 @@ from apps.builds.backends.base import get_builder
 from apps.builds.models import Build
 from apps.builds.services import BuildRequested, request_build, resolve_input, result_from_json
 from apps.quotas.services import admit
+from apps.repos.names import name_for_resolved
 from apps.sessions import hub as hubapi
 from apps.sessions.events import add_event
 from apps.sessions.models import Session, Volume
@@ -167,10 +168,19 @@ def launch(
             environment_key=build.environment_key,
         )
         if ready:
-            add_event(session, "built", "Found a built environment; launching it.")
+            add_event(
+                session,
+                "built",
+                f"Reusing the environment built for "
+                f"{name_for_resolved(build.resolved).label}; starting your server.",
+            )
             transaction.on_commit(lambda: _enqueue_launch(session.pk))
         else:
-            add_event(session, "waiting", f"Waiting for the build of {resolved.display_name}.")
+            add_event(
+                session,
+                "waiting",
+                f"Waiting for the build of {name_for_resolved(build.resolved).label}.",
+            )
             # The build may finish before this commits: look again once it has.
             transaction.on_commit(lambda: start_sessions_waiting_for(build.pk))
     return session
@@ -206,7 +216,7 @@ def start_sessions_waiting_for(build_id: int) -> list[int]:
                 continue
             session.refresh_from_db()
             if build.status == Build.Status.READY:
-                add_event(session, "built", "The environment is built; launching it.")
+                add_event(session, "built", "The environment is built; starting your server.")
                 transaction.on_commit(partial(_enqueue_launch, session.pk))
             else:
                 message = build.error_message or f"The build was {build.status}."
@@ -278,10 +288,10 @@ def start_on_hub(session_id: int) -> str | None:
         deadline = time.monotonic() + LAUNCH_TIMEOUT
         for event in client.iter_progress(session.hub_user, session.server_name):
             message = str(event.get("message") or "").strip()
+            if event.get("ready"):
+                break  # its "Server ready at <url>" would repeat the ready event below
             if message:
                 add_event(session, "launching", message)
-            if event.get("ready"):
-                break
             if event.get("failed"):
                 raise LaunchFailed(message or "The server failed to start.")
             if time.monotonic() > deadline:
@@ -309,7 +319,7 @@ def start_on_hub(session_id: int) -> str | None:
         row.ready_at = row.last_activity = timezone.now()
         row.save(update_fields=["url", "token_encrypted", "token_id", "status", "ready_at",
                                 "last_activity"])  # fmt: skip
-        add_event(row, "ready", f"Server ready at {row.url}")
+        add_event(row, "ready", "Your server is ready; opening it.")
     return Session.Status.READY
 
 
@@ -601,3 +611,46 @@ def delete_volume(user: User, volume: Volume, confirm: str) -> None:
         raise Conflict("Stop the sessions using this volume first.", code="VOLUME_IN_USE")
     shutil.rmtree(volume_path(volume), ignore_errors=True)
     volume.delete()
+
+
+# --- one session per repository ---------------------------------------------------------------
+
+
+RELAUNCHABLE = (Session.Status.PENDING, Session.Status.BUILDING, Session.Status.LAUNCHING,
+                Session.Status.READY)  # fmt: skip
+
+
+def repository_key(provider: str, spec: str) -> tuple[str, str]:
+    """(provider, canonical spec): two escapings of one repository and ref compare equal."""
+    from apps.repos.providers import get_provider
+
+    try:
+        return provider, get_provider(provider).parse(spec).canonical
+    except BinderyError:
+        return provider, spec
+
+
+def find_running_session(
+    user: User | None,
+    provider: str,
+    spec: str,
+    *,
+    anonymous_owner: str = "",
+    team: Team | None = None,
+) -> Session | None:
+    """The owner's newest session of this repository and ref that has not ended nor begun
+    stopping (for the same team, or for none), or None: a second Launch offers it ("Already
+    running: Open / Start another") instead of silently starting an identical session that
+    shares ``persistent/``. Reads only; safe to call any time."""
+    if user is not None:
+        candidates = Session.objects.filter(user=user)
+    elif anonymous_owner:
+        candidates = Session.objects.filter(user=None, anonymous_owner=anonymous_owner)
+    else:
+        return None
+    wanted = repository_key(provider, spec)
+    rows = candidates.filter(provider=provider, status__in=RELAUNCHABLE, team=team)
+    for session in rows.select_related("build").order_by("-created_at", "-id"):
+        if repository_key(session.provider, session.spec) == wanted:
+            return session
+    return None

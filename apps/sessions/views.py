@@ -7,16 +7,29 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
+from django.contrib.humanize.templatetags.humanize import naturaltime
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import filesizeformat
+from django.urls import reverse
 from django.utils.encoding import iri_to_uri
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from apps.builds.models import Build
 from apps.builds.views import PHASES as BUILD_PHASES
-from apps.repos.providers import get_provider
+from apps.repos.names import name_for, name_for_spec
 from apps.sessions import owners, selectors, services
 from apps.sessions.api.serializers import SessionSerializer
+from apps.sessions.failures import (
+    Failure,
+    build_failed_step,
+    failure_for,
+    phase_states,
+    retry_url,
+)
+from apps.teams.models import Membership, Team
+from apps.teams.selectors import get_membership_for_user, memberships_for_user
 from portal.api import current_user
 from portal.errors import BinderyError
 from portal.utils import raw_path_spec
@@ -53,30 +66,27 @@ def _raw_full_path(request: HttpRequest) -> str:
     return raw + (f"?{iri_to_uri(query)}" if query else "")
 
 
-def _readable(provider: str, spec: str) -> str:
-    """The repository for people (no network): the decoded URL or project path, and the
-    ref; what was given, decoded, when it does not parse (the launch will say why)."""
-    try:
-        values = get_provider(provider).parse(spec).values
-    except BinderyError:
-        return unquote(spec)
-    names = {
-        "gh": f"{values.get('owner')}/{values.get('repo')}",
-        "gl": values.get("namespace", ""),
-        "gist": f"{values.get('user')}/{values.get('gist_id')}",
-        "git": values.get("url", ""),
-    }
-    if provider not in names:
-        return unquote(spec)
-    return f"{names[provider]} @ {values['ref']}"
-
-
 def _clicked_in_the_portal(request: HttpRequest) -> bool:
     """Whether this GET comes from one of the portal's own launch forms or links."""
     if request.headers.get("Sec-Fetch-Site") != "same-origin":
         return False
     referer = urlsplit(request.headers.get("Referer", ""))
     return not referer.path.startswith(_BOUNCING_PAGES)
+
+
+def _launch_teams(request: HttpRequest) -> list[Membership]:
+    """The teams the launch form offers (any role: members launch for their team)."""
+    if not request.user.is_authenticated:
+        return []
+    return list(memberships_for_user(current_user(request)))
+
+
+def _chosen_team(request: HttpRequest) -> Team | None:
+    """The team picked on the form (or ``?team=`` of a retry); NotFound outside it."""
+    slug = (request.POST.get("team") or request.GET.get("team") or "").strip()
+    if not slug or not request.user.is_authenticated:
+        return None
+    return get_membership_for_user(current_user(request), slug).team
 
 
 @never_cache
@@ -94,7 +104,11 @@ def launch_page(request: HttpRequest, provider: str, spec: str) -> HttpResponse:
 
     Signed out (without anonymous launches), the visitor goes to sign in with ``next`` set
     to the link exactly as it came, still percent-encoded, so it launches the same
-    afterwards."""
+    afterwards.
+
+    A refusal (bad input, a repository that cannot be fetched, a quota) is this page again
+    with the failure said once, its step marked, and the ways on (partials/error_panel.html);
+    the script gets the same failure as JSON."""
     anonymous = not request.user.is_authenticated
     here = _raw_full_path(request)
     if anonymous and not settings.BINDERY_ANONYMOUS_LAUNCH:
@@ -102,6 +116,10 @@ def launch_page(request: HttpRequest, provider: str, spec: str) -> HttpResponse:
     spec = raw_path_spec(request, f"/v2/{provider}/", spec)
     params = request.GET
     wants_page = "text/html" in request.headers.get("Accept", "")
+    name = name_for_spec(provider, spec)
+    team_slug = (request.POST.get("team") or params.get("team") or "").strip()
+    failure: Failure | None = None
+    status, urlpath = 200, ""
     try:
         urlpath = services.clean_urlpath(
             params.get("urlpath", ""), params.get("labpath", ""), params.get("filepath", "")
@@ -111,34 +129,64 @@ def launch_page(request: HttpRequest, provider: str, spec: str) -> HttpResponse:
                 None if anonymous else current_user(request),
                 spec=f"{provider}/{spec}",
                 urlpath=urlpath,
+                team=_chosen_team(request),
                 anonymous_owner=anonymous_owner(request) if anonymous else "",
             )
     except BinderyError as exc:
+        failure = failure_for(exc.code, exc.message, name=name, signed_in=not anonymous,
+                              login_next=here, team=team_slug)  # fmt: skip
+        status = exc.status
         if request.method == "POST" and not wants_page:
-            return JsonResponse(exc.as_dict(), status=exc.status)
-        raise  # the error page (BinderyErrorMiddleware)
-    if request.method == "POST":
+            return JsonResponse({**exc.as_dict(), "failure": failure.as_dict()}, status=exc.status)
+    if request.method == "POST" and failure is None:
         if wants_page:  # the form, without script
             return redirect("session-launch", session.pk)
-        return JsonResponse({"session": session.pk, "websocket": f"/ws/launches/{session.pk}/"})
+        return JsonResponse({"session": session.pk, "build": session.build_id,
+                             "websocket": f"/ws/launches/{session.pk}/"})  # fmt: skip
     return render(request, "sessions/launch.html", {
-        "spec": f"{provider}/{spec}", "provider": provider,
-        "repository": _readable(provider, spec), "launch_action": here, "login_next": here,
-        "urlpath": urlpath, "phases": LAUNCH_PHASES, "session": None, "anonymous": anonymous,
-        "launch_config": {"sessionId": None, "autostart": _clicked_in_the_portal(request),
-                          "query": request.GET.urlencode()},
-    })  # fmt: skip
+        "spec": f"{provider}/{spec}", "provider": provider, "name": name,
+        "launch_action": here, "login_next": here, "urlpath": urlpath,
+        "steps": phase_states(LAUNCH_PHASES, failure.step if failure else "", bool(failure)),
+        "session": None, "anonymous": anonymous, "failure": failure,
+        "teams": _launch_teams(request), "team": team_slug, "retry_url": retry_url(name, team_slug),
+        "launch_config": {"sessionId": None, "query": request.GET.urlencode(),
+                          "autostart": failure is None and _clicked_in_the_portal(request)},
+    }, status=status)  # fmt: skip
 
 
 @never_cache
 def session_launch(request: HttpRequest, session_id: int) -> HttpResponse:
-    """Watch the launch of an existing session (the same page, already started)."""
+    """Watch the launch of an existing session (the same page, already started); an ended
+    one says how it ended, once, with the ways on."""
     user, owner = _owner(request)
     session = selectors.get_session_for_user(user, session_id, owner)
+    name = name_for(session)
+    team = session.team.slug if session.team is not None else ""
+    failure: Failure | None = None
+    if session.status == session.Status.FAILED:
+        build_failed = session.build.status in (Build.Status.FAILED, Build.Status.CANCELLED)
+        step = build_failed_step(session.build) if build_failed else ""
+        failure = failure_for(
+            session.error_code or "LAUNCH_FAILED",
+            session.error_message or "The launch failed.",
+            name=name, signed_in=request.user.is_authenticated, team=team,
+            build_id=session.build_id, build_failed=build_failed, step=step,
+        )  # fmt: skip
+    elif session.status == session.Status.STOPPED:
+        failure = Failure(
+            title="This session has ended",
+            message="It was stopped; your files in persistent/ are kept.",
+            code="", step="ready",
+            actions=[failure_for("", "", name=name, signed_in=True, team=team).actions[0]],
+        )  # fmt: skip
+    current = "ready" if session.status == session.Status.READY else ""
     return render(request, "sessions/launch.html", {
-        "spec": f"{session.provider}/{session.spec}", "phases": LAUNCH_PHASES,
-        "session": session,
-        "launch_config": {"sessionId": session.pk, "autostart": False, "query": ""},
+        "spec": f"{session.provider}/{session.spec}", "name": name, "session": session,
+        "steps": phase_states(LAUNCH_PHASES, failure.step if failure else current,
+                              bool(failure) and session.status == session.Status.FAILED),
+        "failure": failure,
+        "launch_config": {"sessionId": None if failure else session.pk, "autostart": False,
+                          "query": "", "logSessionId": session.pk},
     })  # fmt: skip
 
 
@@ -159,14 +207,92 @@ def session_open(request: HttpRequest, session_id: int) -> HttpResponse:
     return response
 
 
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    minutes = int(seconds // 60)
+    if minutes < 1:
+        return "under a minute"
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+def _memory(session: services.Session) -> str:
+    """Memory as people should read it: the limit is a limit, not what is used."""
+    if not session.memory_bytes:
+        return "—"
+    return f"limit {filesizeformat(session.memory_bytes)}"
+
+
+def _session_actions(session: services.Session) -> list[dict[str, str]]:
+    """What can be done with a session in its state: Open a ready one (in this tab, as a
+    launch does), Watch one on its way up, Stop any that is not already stopping."""
+    Status = services.Session.Status
+    actions = []
+    if session.status == Status.READY:
+        actions.append({"kind": "open", "label": "Open",
+                        "url": reverse("session-open", args=[session.pk])})  # fmt: skip
+    elif session.status in (Status.PENDING, Status.BUILDING, Status.LAUNCHING):
+        actions.append({"kind": "watch", "label": "Watch",
+                        "url": reverse("session-launch", args=[session.pk])})  # fmt: skip
+    if session.status != Status.STOPPING:
+        actions.append({"kind": "stop", "label": "Stop",
+                        "url": reverse("session-stop", args=[session.pk])})  # fmt: skip
+    return actions
+
+
+def _dashboard_row(session: services.Session) -> dict[str, Any]:
+    """One session as the dashboard shows it, in the page and in its JSON (the same dict,
+    so what the script redraws is what the server drew)."""
+    name = name_for(session)
+    data = SessionSerializer(session).data
+    return {
+        "id": session.pk,
+        "status": session.status,
+        "status_label": session.get_status_display(),
+        "name": name.label,
+        "name_full": name.full,
+        "team": session.team.name if session.team else "",
+        "urlpath": session.urlpath,
+        "page": reverse("session-launch", args=[session.pk]),
+        "started": naturaltime(session.created_at),
+        "ended": naturaltime(session.stopped_at) if session.stopped_at else "",
+        "idle": _duration(data["idle_seconds"]),
+        "memory": _memory(session),
+        "memory_limit_bytes": session.memory_bytes or None,
+        "memory_used_bytes": None,  # not reported by the hub yet: shown only where known
+        "error_message": session.error_message,
+        "actions": _session_actions(session),
+        "relaunch": f"/v2/{session.provider}/{session.spec}"
+        + (f"?{urlencode({'urlpath': session.urlpath})}" if session.urlpath else ""),
+        "relaunch_label": "Launch again",
+    }
+
+
 @login_required
+@never_cache
 def dashboard(request: HttpRequest) -> HttpResponse:
+    """Your sessions: the page, or (``?format=json``) the same rows for its script, which
+    redraws them in place every few seconds instead of reloading the page."""
     sessions = selectors.sessions_for(request.user).select_related("build", "team")
-    active = [s for s in sessions.filter(status__in=services.Session.ACTIVE)]
-    recent = sessions.exclude(status__in=services.Session.ACTIVE)[:20]
-    rows = {s.pk: SessionSerializer(s).data for s in active}
-    return render(request, "sessions/dashboard.html",
-                  {"active": active, "recent": recent, "rows": rows})  # fmt: skip
+    running = list(sessions.filter(status__in=services.RELAUNCHABLE))
+    active = [_dashboard_row(s) for s in sessions.filter(status__in=services.Session.ACTIVE)]
+    recent = []
+    for session in sessions.exclude(status__in=services.Session.ACTIVE)[:20]:
+        row = _dashboard_row(session)
+        # One session per repository and ref: an ended one whose repository runs again
+        # offers the running one, not a second identical session.
+        key = services.repository_key(session.provider, session.spec)
+        again = next((r for r in running if r.team_id == session.team_id
+                      and services.repository_key(r.provider, r.spec) == key), None)  # fmt: skip
+        if again is not None:
+            row["relaunch"] = reverse("session-launch", args=[again.pk])
+            row["relaunch_label"] = "Open the running one"
+        recent.append(row)
+    if request.GET.get("format") == "json":
+        return JsonResponse({"active": active, "recent": recent})
+    return render(request, "sessions/dashboard.html", {"active": active, "recent": recent})
 
 
 @require_POST
@@ -202,9 +328,41 @@ def volume_delete(request: HttpRequest, volume_id: int) -> HttpResponse:
     return redirect("volumes")
 
 
+def _check_launchable(provider: str, spec: str) -> None:
+    """What the launch will refuse before contacting anything, checked for the preview: the
+    spec's syntax, the ban and allow lists, and the host (a private or local address). Raises
+    the same errors the launch would."""
+    from apps.repos.providers import get_provider
+    from apps.repos.services import check_spec_allowed
+    from apps.repos.validation import check_host, parse_http_url
+
+    parsed = get_provider(provider).parse(spec)
+    check_spec_allowed(provider, spec, parsed.canonical)
+    if parsed.values.get("url"):
+        check_host(parse_http_url(str(parsed.values["url"])))
+
+
+def _running_for_preview(request: HttpRequest, provider: str, spec: str) -> dict[str, str] | None:
+    if request.user.is_authenticated:
+        user, owner = current_user(request), ""
+    else:
+        user, owner = None, owners.existing_owner(request.session)
+    session = services.find_running_session(user, provider, spec, anonymous_owner=owner)
+    if session is None:
+        return None
+    return {
+        "id": str(session.pk), "status": session.get_status_display(),
+        "name": name_for(session).label, "page": reverse("session-launch", args=[session.pk]),
+        "open": reverse("session-open", args=[session.pk])
+        if session.status == services.Session.Status.READY else "",
+    }  # fmt: skip
+
+
 @require_GET
 def launch_link(request: HttpRequest) -> JsonResponse:
-    """What the launch form shows as you type: the spec, the shareable link, the badge."""
+    """What the launch form shows as you type: the repository's name, the shareable link and
+    the badges (Markdown, reStructuredText, URL), or why it cannot be launched here (no link
+    nor badge then: ``refused``), and the visitor's session of it already running."""
     from apps.repos.services import parse_repo_input
 
     text = request.GET.get("repository", "").strip()
@@ -213,6 +371,7 @@ def launch_link(request: HttpRequest) -> JsonResponse:
                             status=400)  # fmt: skip
     try:
         provider, spec = parse_repo_input(text, request.GET.get("ref", "").strip())
+        _check_launchable(provider, spec)
         path = request.GET.get("path", "").strip()
         kind = request.GET.get("pathtype", "file")
         query = ""
@@ -221,12 +380,17 @@ def launch_link(request: HttpRequest) -> JsonResponse:
             services.clean_urlpath(**{key: path})
             query = "?" + urlencode({key: path})
     except BinderyError as exc:
-        return JsonResponse(exc.as_dict(), status=exc.status)
+        return JsonResponse({**exc.as_dict(), "refused": exc.status == 403}, status=exc.status)
     link = f"{settings.SITE_URL}/v2/{provider}/{spec}{query}"
     badge = f"{settings.SITE_URL}/badge_logo.svg"
+    name = name_for_spec(provider, spec)
     return JsonResponse({
         "provider": provider, "spec": f"{provider}/{spec}", "link": link,
+        "name": name.label, "name_full": name.full,
         "launch_path": f"/v2/{provider}/{spec}{query}",
         "markdown": f"[![Binder]({badge})]({link})",
-        "rst": f".. image:: {badge}\n :target: {link}",
+        "rst": f".. image:: {badge}\n   :target: {link}",
+        "url": link,
+        "signed_in": request.user.is_authenticated,
+        "running": _running_for_preview(request, provider, spec),
     })  # fmt: skip

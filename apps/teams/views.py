@@ -2,11 +2,14 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
+from apps.accounts.redirects import with_next
 from apps.teams import selectors, services
 from apps.teams.forms import EmailInviteForm, LinkInviteForm, RoleForm, TeamForm
 from apps.teams.models import Role
@@ -43,10 +46,18 @@ def _detail_context(request: HttpRequest, slug: str) -> dict[str, object]:
     }
 
 
+_ISSUED_KEY = "teams.issued_invite_link"
+
+
 @never_cache
 @login_required
 def team_detail(request: HttpRequest, slug: str) -> HttpResponse:
-    return render(request, "teams/detail.html", _detail_context(request, slug))
+    context = _detail_context(request, slug)
+    issued = request.session.get(_ISSUED_KEY)
+    if isinstance(issued, dict) and issued.get("team") == slug:
+        del request.session[_ISSUED_KEY]  # shown once
+        context["issued_link"] = issued.get("url", "")
+    return render(request, "teams/detail.html", context)
 
 
 def _act(request: HttpRequest, slug: str, action: str) -> HttpResponse:
@@ -104,10 +115,9 @@ def _act(request: HttpRequest, slug: str, action: str) -> HttpResponse:
     except BinderyError as exc:
         messages.error(request, exc.message)
     if issued is not None:
-        # The link holds a secret: render it once instead of storing it for a redirect.
-        context = _detail_context(request, slug)
-        context["issued_link"] = issued.url
-        return render(request, "teams/detail.html", context)
+        # The link holds a secret: it waits in this person's server-side session for the
+        # one page view after the redirect (post/redirect/get), then it is gone from there.
+        request.session[_ISSUED_KEY] = {"team": me.team.slug, "url": issued.url}
     return redirect("team", slug=slug)
 
 
@@ -118,12 +128,22 @@ def team_action(request: HttpRequest, slug: str, action: str) -> HttpResponse:
 
 
 @never_cache
-@login_required
 def join(request: HttpRequest, token: str) -> HttpResponse:
+    """The invitation's landing page. Signed out, it names the team and offers sign-in and
+    sign-up, both coming back here (``next``), so the invitation survives either."""
     try:
         invitation = services.find_invitation(token)
     except BinderyError as exc:
         return render(request, "error.html", {"error": exc}, status=exc.status)
+    here = request.path
+    if not request.user.is_authenticated:
+        if request.method == "POST":
+            return redirect_to_login(here)
+        return render(request, "teams/join.html", {
+            "invitation": invitation, "login_next": here,
+            "login_url": with_next(reverse("account_login"), here),
+            "signup_url": with_next(reverse("account_signup"), here),
+        })  # fmt: skip
     if request.method == "POST":
         try:
             membership = services.accept_invitation(current_user(request), token)

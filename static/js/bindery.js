@@ -13,7 +13,7 @@ document.addEventListener("click", (event) => {
 });
 
 // Behaviours pages ask for with data attributes (the Content-Security-Policy allows no
-// inline handlers): confirm before submitting, submit on change, select on click, reload.
+// inline handlers): confirm before submitting, submit on change, select on click.
 document.addEventListener("submit", (event) => {
   const form = event.target.closest("form[data-confirm]");
   if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
@@ -26,7 +26,14 @@ document.addEventListener("click", (event) => {
   const field = event.target.closest("[data-select-on-click]");
   if (field && field.select) field.select();
 });
-document.addEventListener("DOMContentLoaded", () => {
-  const reload = document.querySelector("[data-reload-after]");
-  if (reload) setTimeout(() => location.reload(), Number(reload.dataset.reloadAfter) || 15000);
+
+// The site navigation folds behind a Menu button on narrow screens (CSS hides it there
+// unless the header has .nav-open).
+document.addEventListener("click", (event) => {
+  const toggle = event.target.closest(".nav-toggle");
+  if (!toggle) return;
+  const header = toggle.closest(".site-header");
+  const open = !header.classList.contains("nav-open");
+  header.classList.toggle("nav-open", open);
+  toggle.setAttribute("aria-expanded", String(open));
 });

@@ -12,15 +12,18 @@
   const error = document.getElementById("build-error");
   const count = document.getElementById("log-count");
   const hadReceipt = log.dataset.hadReceipt === "true";
-  BinderyLog.setPhase(bar, initial.phase, initial.status === "failed");
+  // a failed build's bar is drawn by the page: its step is the one the log stopped in
+  const over = ["failed", "cancelled"].includes(initial.status);
+  if (!over) BinderyLog.setPhase(bar, initial.phase);
   BinderyLog.attach(log, {
     url: "/ws/builds/" + encodeURIComponent(log.dataset.buildId) + "/",
     onStatus(event) {
-      BinderyLog.setPhase(bar, event.phase, event.status === "failed");
-      badge.textContent = event.status;
+      if (!["failed", "cancelled"].includes(event.status)) BinderyLog.setPhase(bar, event.phase);
+      badge.textContent = event.status.charAt(0).toUpperCase() + event.status.slice(1);
       badge.className = "badge badge-" + event.status;
-      if (event.error_message) { error.hidden = false; error.textContent = event.error_message; }
-      if (event.status === "ready" && !hadReceipt) setTimeout(() => location.reload(), 600);
+      // the page renders the failure (once, with its step and the ways on) and the receipt
+      const ended = ["failed", "cancelled"].includes(event.status) && error.hidden;
+      if (ended || (event.status === "ready" && !hadReceipt)) setTimeout(() => location.reload(), 600);
       if (["ready", "failed", "cancelled"].includes(event.status)) {
         const form = document.getElementById("cancel-form"); if (form) form.remove();
       }

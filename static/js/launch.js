@@ -2,6 +2,10 @@
 // Launch (or at once when the page says so: a navigation from the portal itself), follow
 // its websocket — build lines into the terminal, steps into the phase bar — then open the
 // server. Its settings come from the json_script block #launch-config.
+//
+// A failure is said once, in the failure panel (partials/error_panel.html): a refusal fills
+// it from the JSON the POST returns; a launch that fails later reloads the page, which the
+// server renders with the failure, its step and the ways on.
 (function () {
   "use strict";
   const $ = (id) => document.getElementById(id);
@@ -11,41 +15,91 @@
     return { waiting: "waiting", built: "launching", launching: "launching", ready: "ready" }[item.phase];
   }
 
-  function follow(sessionId) {
+  // "Building the environment · 1:05": how long this has taken so far.
+  const clock = {
+    started: Date.now(), timer: null,
+    start() {
+      if (this.timer) return;
+      this.started = Date.now();
+      this.timer = setInterval(() => {
+        const s = Math.floor((Date.now() - this.started) / 1000);
+        $("launch-elapsed").textContent = Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0");
+      }, 1000);
+    },
+    stop() { clearInterval(this.timer); this.timer = null; },
+  };
+
+  function say(text) { $("launch-message-text").textContent = text; }
+
+  function showLog() { $("log-details").hidden = false; }
+
+  function showFailure(failure) {
+    clock.stop();
+    const panel = $("launch-failure");
+    const title = panel.querySelector("[data-part=title]");  // absent: the page's h1 says it
+    if (title) title.textContent = failure.title;
+    panel.querySelector("[data-part=message]").textContent = failure.message;
+    const actions = panel.querySelector("[data-part=actions]");
+    actions.replaceChildren();
+    failure.actions.forEach((action, i) => {
+      const link = document.createElement("a");
+      link.href = action.url; link.textContent = action.label; link.setAttribute("role", "button");
+      link.dataset.action = action.kind;
+      if (i > 0) link.className = "secondary outline";
+      actions.append(link, " ");
+    });
+    const code = panel.querySelector("[data-part=code]");
+    code.replaceChildren();
+    if (failure.code) {
+      const c = document.createElement("code"); c.textContent = failure.code;
+      code.append("Error code ", c);
+    }
+    panel.hidden = false;
+    $("launch-message").hidden = true;
+    $("launch-title").textContent = failure.title;
+    BinderyLog.setPhase($("phase-bar"), failure.step, true);
+  }
+
+  function follow(sessionId, watchOnly) {
     const bar = $("phase-bar");
-    let failed = false;
+    let ended = false;
     let lastEvent = 0;
-    BinderyLog.setPhase(bar, "waiting");
+    let reusing = false;
+    if (!watchOnly) { BinderyLog.setPhase(bar, "waiting"); clock.start(); }
     BinderyLog.attach($("log"), {
       url: "/ws/launches/" + sessionId + "/",
       resume: (lastLine) => "after_line=" + lastLine + "&after_event=" + lastEvent,
       onEvent(item, term) {
         if (item.kind === "log") {
-          if (failed) return;
+          showLog();
+          if (ended || watchOnly) return;
           const phase = phaseOf(item);
           BinderyLog.setPhase(bar, phase);
-          $("launch-message").textContent = phase === "fetching"
-            ? "Fetching the repository…" : "Building the environment (this happens once per set of dependencies)…";
+          if (/^The environment is ready: reusing it/.test((item.lines || [item]).map((l) => l.text).join("\n"))) reusing = true;
+          say(phase === "fetching" ? "Fetching the repository…"
+            : reusing ? "Reusing an environment built before…" : "Building the environment…");
         } else if (item.kind === "event") {
           if (item.n <= lastEvent) return;
           lastEvent = item.n;
+          // the failure panel says how it ended; the log keeps the steps before it
+          if (item.phase === "failed" || item.phase === "stopped") { ended = true; return; }
+          showLog();
           term.writeln("\x1b[36m" + item.message + "\x1b[0m");
-          $("launch-message").textContent = item.message;
-          if (item.phase === "failed" || item.phase === "stopped") failed = true;
+          if (watchOnly) return;
+          say(item.message);
           const phase = phaseOf(item);
-          if (phase) BinderyLog.setPhase(bar, phase, failed);
+          if (phase) BinderyLog.setPhase(bar, phase);
         }
       },
       onStatus(item) {
+        if (watchOnly) return;
         if (item.status === "failed" || item.status === "stopped") {
-          failed = true;
-          $("launch-error").hidden = false;
-          $("launch-error").textContent = item.error_message || "The session has ended.";
-          $("launch-title").textContent = item.status === "failed" ? "The launch failed" : "This session has ended";
-          const current = bar.querySelector(".current");
-          BinderyLog.setPhase(bar, current ? current.dataset.phase : "waiting", true);
+          ended = true;
+          clock.stop();
+          location.replace("/sessions/" + sessionId + "/");  // the page says how it ended
         }
         if (item.status === "ready") {
+          clock.stop();
           BinderyLog.setPhase(bar, "ready");
           $("launch-title").textContent = "Your environment is ready";
           const open = "/sessions/" + sessionId + "/open/";
@@ -60,27 +114,31 @@
   async function launch(options) {
     $("launch-confirm") && ($("launch-confirm").hidden = true);
     $("launch-progress").hidden = false;
+    clock.start();
     const url = location.pathname + (options.query ? "?" + options.query : "");
-    const csrf = document.querySelector("#launch-form [name=csrfmiddlewaretoken]").value;
+    const form = $("launch-form");
+    const body = new FormData(form);
     const response = await fetch(url, {
-      method: "POST", headers: { "X-CSRFToken": csrf, Accept: "application/json" },
+      method: "POST", body,
+      headers: { "X-CSRFToken": body.get("csrfmiddlewaretoken"), Accept: "application/json" },
       credentials: "same-origin",
     });
-    const body = await response.json();
+    const answer = await response.json();
     if (!response.ok) {
-      $("launch-title").textContent = "The launch could not start";
-      $("launch-error").hidden = false;
-      $("launch-error").textContent = body.detail + " (" + body.error + ")";
-      $("launch-message").textContent = "";
-      BinderyLog.setPhase($("phase-bar"), "waiting", true);
+      showFailure(answer.failure || {
+        title: "The launch could not start", message: answer.detail, code: answer.error,
+        step: "waiting", actions: [],
+      });
       return;
     }
-    history.replaceState(null, "", "/sessions/" + body.session + "/");
-    follow(body.session);
+    history.replaceState(null, "", "/sessions/" + answer.session + "/");
+    follow(answer.session, false);
   }
 
   function start(options) {
-    if (options.sessionId) { follow(options.sessionId); return; }
+    if (options.sessionId) { follow(options.sessionId, false); return; }
+    if (options.logSessionId) { follow(options.logSessionId, true); return; }  // ended: the log only
+    if (!$("launch-form")) return;  // a refusal the page already shows
     if (options.autostart) { launch(options); return; }
     $("launch-form").addEventListener("submit", (event) => {
       event.preventDefault();

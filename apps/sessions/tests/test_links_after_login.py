@@ -100,19 +100,21 @@ def make_link(hosts: Any, shape: str) -> Link:
         repo = hosts.create_repo(f"org/{name}", files)
         spec = f"org/{name}/main"
         return Link(f"/v2/gh/{spec}?urlpath=lab/tree/a.ipynb", "gh", spec,
-                    f"gh/org/{name} @ main", f"{hosts.base_url}/org/{name}", "main",
+                    f"{hosts.host}/org/{name} @ main", f"{hosts.base_url}/org/{name}", "main",
                     repo.head, "lab/tree/a.ipynb")  # fmt: skip
     if shape == "gl":  # a project in a subgroup, its path url-escaped as mybinder wants
         repo = hosts.create_repo(f"group/sub/{name}", files)
         spec = f"group%2Fsub%2F{name}/main"
         return Link(f"/v2/gl/{spec}?filepath=a.ipynb", "gl", spec,
-                    f"gl/group/sub/{name} @ main", f"{hosts.base_url}/group/sub/{name}.git",
+                    f"{hosts.host}/group/sub/{name} @ main",
+                    f"{hosts.base_url}/group/sub/{name}.git",
                     "main", repo.head, "lab/tree/a.ipynb")  # fmt: skip
     # git: an encoded http:// clone URL and a ref with a slash
     repo = hosts.create_repo(f"org/{name}", files)
     sha = hosts.commit(repo, {"b.ipynb": "{}"}, branch="feature/x")
     spec = f"{quote(repo.url, safe='')}/feature/x"
-    return Link(f"/v2/git/{spec}?labpath=b.ipynb", "git", spec, f"git/{repo.url} @ feature/x",
+    return Link(f"/v2/git/{spec}?labpath=b.ipynb", "git", spec,
+                f"{hosts.host}/org/{name} @ feature/x",
                 repo.url, "feature/x", sha, "lab/tree/b.ipynb")  # fmt: skip
 
 
@@ -152,7 +154,11 @@ def launch_from_the_page(client: Client, case: Link, user: User, referer: str) -
     assert config["autostart"] is False  # the sign-in page bounced here: no click yet
     text = page.content.decode()
     assert '<section id="launch-confirm" >' in text or '<section id="launch-confirm">' in text
-    assert f'<code id="launch-repository">{html.escape(case.shown)}</code>' in text
+    # named for people (host/owner/repo @ ref), never as the encoded spec
+    found = re.search(r"<p>Repository: (.*?)(?: · opens .*)?</p>", text, re.S)
+    assert found is not None
+    heading = found.group(1)
+    assert " ".join(html.unescape(re.sub(r"<[^>]+>", "", heading)).split()) == case.shown
     assert '<button type="submit" id="launch-button">Launch</button>' in text
     assert not Session.objects.exists() and not Build.objects.exists()
     # launch.js posts to location.pathname + the query it was given
@@ -303,7 +309,7 @@ def test_a_zenodo_doi_link_launches_after_signing_in(adapter, provider_urls, rec
     """A DOI with a slash in it; the record is replayed from the recordings."""
     user = UserFactory()
     link = "/v2/zenodo/10.5281/zenodo.3242074"
-    case = Link(link, "zenodo", "10.5281/zenodo.3242074", "zenodo/10.5281/zenodo.3242074",
+    case = Link(link, "zenodo", "10.5281/zenodo.3242074", "zenodo 10.5281/zenodo.3242074",
                 "https://zenodo.org/records/3242074", "", "3242074", "")  # fmt: skip
     client = RawPathClient()
     login = come_back_signed_out(client, link)

@@ -64,10 +64,19 @@ def test_member_cannot_invite(client, crew):
     assert not Invitation.objects.exists()
 
 
-def test_invite_link_shown_once_then_join(client, crew):
+def test_invite_link_redirects_then_is_shown_once_then_join(client, crew):
     client.force_login(crew.admin)
     response = client.post("/teams/ocean-lab/invite-link/", {"role": "member", "days": 7})
-    url = re.search(r'value="(http[^"]+/teams/join/[^"]+)"', response.content.decode()).group(1)
+    # post/redirect/get: a refresh of the result does not make another link
+    assert response.status_code == 302 and response["Location"] == "/teams/ocean-lab/"
+    assert Invitation.objects.count() == 1
+    page = client.get("/teams/ocean-lab/").content.decode()
+    url = re.search(r'value="(http[^"]+/teams/join/[^"]+)"', page).group(1)
+    assert (
+        url.split("/teams/join/", 1)[1].strip("/")
+        not in client.get("/teams/ocean-lab/").content.decode()
+    )
+    assert Invitation.objects.count() == 1
     path = url.split("127.0.0.1:8000", 1)[1]
     client.force_login(crew.outsider)
     assert "Ocean Lab" in client.get(path).content.decode()
@@ -94,3 +103,65 @@ def test_join_with_bad_token_is_404(client):
     response = client.get("/teams/join/not-a-real-token/")
     assert response.status_code == 404
     assert "INVITATION_INVALID" in response.content.decode()
+
+
+def _invite_path(client, crew) -> str:
+    client.force_login(crew.admin)
+    client.post("/teams/ocean-lab/invite-link/", {"role": "member", "days": 7})
+    page = client.get("/teams/ocean-lab/").content.decode()
+    client.logout()
+    found = re.search(r'/teams/join/([^"/]+)/', page)
+    assert found is not None
+    return "/teams/join/" + found.group(1) + "/"
+
+
+def test_a_signed_out_invitee_lands_on_a_page_naming_the_team(client, crew):
+    path = _invite_path(client, crew)
+    response = client.get(path)
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "Join Ocean Lab" in html and "as <strong>member</strong>" in html
+    quoted = path.replace("/", "%2F")
+    assert f'href="/accounts/signup/?next={quoted}"' in html
+    assert f'href="/accounts/login/?next={quoted}"' in html
+    # the header's Sign in / Sign up keep the invitation too
+    assert html.count(f"next={quoted}") >= 4
+    assert not Membership.objects.filter(team=crew.team, user__username="newcomer").exists()
+
+
+def test_the_invitation_survives_sign_up_and_login(client, crew, settings):
+    settings.ACCOUNT_EMAIL_VERIFICATION = "none"
+    path = _invite_path(client, crew)
+    response = client.post(
+        f"/accounts/signup/?next={path}",
+        {
+            "email": "newcomer@example.org",
+            "username": "newcomer",
+            "password1": "a long and unusual passphrase",
+            "password2": "a long and unusual passphrase",
+            "next": path,
+        },
+    )
+    assert response.status_code == 302 and response["Location"] == path
+    joined = client.post(path)
+    assert joined["Location"] == "/teams/ocean-lab/"
+    assert Membership.objects.get(team=crew.team, user__username="newcomer").role == "member"
+
+
+def test_the_invitation_survives_login(client, crew):
+    from apps.accounts.tests.factories import PASSWORD
+
+    path = _invite_path(client, crew)
+    response = client.post(
+        f"/accounts/login/?next={path}",
+        {"login": crew.outsider.email, "password": PASSWORD, "next": path},
+    )
+    assert response.status_code == 302 and response["Location"] == path
+    assert "Join Ocean Lab" in client.get(path).content.decode()
+
+
+def test_a_signed_out_post_to_an_invitation_asks_to_sign_in(client, crew):
+    path = _invite_path(client, crew)
+    response = client.post(path)
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+    assert Membership.objects.filter(team=crew.team).count() == 3
