@@ -98,7 +98,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from apps import cgroups, netns, sandbox
-from apps.builds.backends import sandboxing, store
+from apps.builds.backends import disk, sandboxing, store
 from apps.builds.backends.base import BuildRequest, BuildResult, LogSink
 from apps.builds.backends.config import BuildPlan, read_plan
 from apps.repos.fetch import fetch
@@ -752,9 +752,7 @@ class LocalBuilder:
         return self._finish(job, key, record, checkout_path, plan, reused=not built)
 
     def mark_used(self, result: BuildResult) -> None:
-        from apps.builds.backends.disk import mark_used
-
-        mark_used(result)
+        disk.mark_used(result)
 
     def environment_exists(self, result: BuildResult) -> bool:
         """Whether the result's environment is still ready and its checkout still there."""
@@ -1052,7 +1050,7 @@ class LocalBuilder:
         if slot is None:
             yield None
             return
-        memory = _parse_bytes(str(getattr(settings, "BINDERY_BUILD_MEMORY", "4G")))
+        memory = disk.parse_size(str(getattr(settings, "BINDERY_BUILD_MEMORY", "4G")))
         limits = cgroups.Limits(
             memory, int(getattr(settings, "BINDERY_BUILD_MAX_PROCESSES", 512)),
             float(getattr(settings, "BINDERY_BUILD_CPU", 0)) or None,
@@ -1412,15 +1410,6 @@ class LocalBuilder:
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b[@-Z\\-_]")
 _SPINNER = re.compile(r"^[\s\-\\|/⠀-⣿.·•]*$")
-
-
-def _parse_bytes(text: str) -> int:
-    """``4G``, ``512M``, ``1048576``: bytes."""
-    units = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-    value = text.strip().upper().removesuffix("B")
-    if value and value[-1] in units:
-        return int(float(value[:-1]) * units[value[-1]])
-    return int(value)
 
 
 def clean_line(line: str) -> str:
