@@ -11,14 +11,13 @@ hub with it. The hub:
 - knows one service, the portal, whose token holds only :data:`PORTAL_SCOPES`;
 - has no login: users reach their servers with per-session, server-scoped tokens the portal
   mints (``?token=`` is allowed on the servers for the first visit);
-- runs ``apps.sessions.spawner.BinderySpawner``, which accepts only launch options signed
-  with a key derived from the portal's token, and gives each session a network namespace of
-  its own where pasta is installed (``BINDERY_SESSION_NETWORK``).
+- runs the session backend's spawner (``SessionBackend.hub_config``; locally
+  ``apps.sessions.backends.local.spawner.BinderySpawner``), which accepts only launch options
+  signed with a key derived from the portal's token (``apps.sessions.contract``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import shutil
@@ -27,8 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-
-from portal import sandbox_network
 
 PORTAL_SERVICE = "bindery-portal"
 
@@ -99,20 +96,13 @@ def _local_secret(path: Path) -> str:
 
 
 def hub_config() -> dict[str, dict[str, Any]]:
-    """The configuration as ``{section: {trait: value}}``, values plain Python literals."""
-    # imported here: the spawner module loads JupyterHub, which runhub's checks do not need
-    from apps.sessions.spawner import signing_key
+    """The configuration as ``{section: {trait: value}}``, values plain Python literals: the
+    hub's own sections here, the spawner's from the session backend."""
+    from apps.sessions.backends import get_session_backend
 
     hub_dir = Path(settings.BINDERY_HUB_DIR).resolve()
     hub_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    roots = {
-        "envs_dir": Path(settings.BINDERY_ENVS_DIR).resolve(),
-        "checkouts_dir": Path(settings.BINDERY_CHECKOUTS_DIR).resolve(),
-        "sessions_dir": Path(settings.BINDERY_SESSIONS_DIR).resolve(),
-        "volumes_dir": Path(settings.BINDERY_VOLUMES_DIR).resolve(),
-    }
-    installation = hashlib.sha256(str(hub_dir).encode()).hexdigest()[:8]
-    return {
+    config: dict[str, dict[str, Any]] = {
         "JupyterHub": {
             "bind_url": f"http://{settings.BINDERY_HUB_BIND}/",
             "public_url": settings.BINDERY_HUB_URL.rstrip("/") + "/",
@@ -125,7 +115,6 @@ def hub_config() -> dict[str, dict[str, Any]]:
             "authenticator_class": "null",
             "allow_named_servers": True,
             "named_server_limit_per_user": 0,
-            "spawner_class": "apps.sessions.spawner.BinderySpawner",
             "tornado_settings": {"slow_spawn_timeout": 0},
             "last_activity_interval": 60,
             "cleanup_servers": True,
@@ -156,23 +145,10 @@ def hub_config() -> dict[str, dict[str, Any]]:
             "http_timeout": 60,
             "poll_interval": 5,
         },
-        "LocalProcessSpawner": {"interrupt_timeout": 10, "term_timeout": 5},
-        "BinderySpawner": {
-            "signing_key_hex": signing_key(settings.BINDERY_HUB_TOKEN).hex(),
-            **{name: str(path) for name, path in roots.items()},
-            "sandbox": settings.BINDERY_SANDBOX,
-            # auto: a network namespace of its own per session (bubblewrap + pasta) when
-            # possible, else the host's network with a warning; isolated: required; shared.
-            "network": getattr(settings, "BINDERY_SESSION_NETWORK", "auto"),
-            # apps.sandbox: servers run as their user's uid, seeing only what they need
-            "uid_base": settings.BINDERY_SANDBOX_UID_BASE,
-            "cgroup_parent": f"bindery-{installation}",
-            # Sessions' network policy (apps.netns.prohibit_host_networks): blocked ranges,
-            # the database's and Redis's hosts resolved now, and what the operator allows.
-            "blocked_networks": sandbox_network.blocked_networks(),
-            "allowed_networks": sandbox_network.allowed_networks(),
-        },
     }
+    for section, values in get_session_backend().hub_config().items():
+        config.setdefault(section, {}).update(values)
+    return config
 
 
 def render_hub_config(config: dict[str, dict[str, Any]]) -> str:

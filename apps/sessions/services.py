@@ -12,11 +12,10 @@ from __future__ import annotations
 import logging
 import posixpath
 import re
-import shutil
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from functools import partial
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -31,6 +30,8 @@ from apps.builds.services import BuildRequested, request_build, resolve_input, r
 from apps.quotas.services import admit
 from apps.repos.names import name_for_resolved
 from apps.sessions import hub as hubapi
+from apps.sessions.backends import get_session_backend
+from apps.sessions.backends.base import Mount, ServerSpec, VolumeRef
 from apps.sessions.events import add_event
 from apps.sessions.models import Session, Volume
 from apps.teams.models import Team
@@ -227,44 +228,41 @@ def start_sessions_waiting_for(build_id: int) -> list[int]:
     return moved
 
 
-def _session_options(session: Session) -> dict[str, Any]:
-    """The user_options for the hub: what to run, where, with which limits; signed."""
-    from apps.sandbox import Ids
-    from apps.sessions.spawner import LaunchOptions, sign_user_options, signing_key
-
+def server_spec(session: Session) -> ServerSpec:
+    """What the session's server runs, backend-neutral: its environment, volumes (the
+    owner's home, the team's for a team launch), limits and the mybinder variables."""
     build = session.build
     result = result_from_json(build.result or {})
     resolved = build.resolved
-    volumes: list[tuple[str, str]] = []
+    mounts: list[Mount] = []
     if session.user is not None:
-        volumes.append((str(ensure_volume_dir(home_volume(session.user))), "persistent"))
+        mounts.append(Mount(volume_ref(home_volume(session.user)), "persistent"))
     if session.team is not None:
-        team_dir = ensure_volume_dir(team_volume(session.team))
-        volumes.append((str(team_dir), f"persistent/teams/{session.team.slug}"))
-    ids = Ids(settings.BINDERY_SANDBOX_UID_BASE)
-    # the session's own host uid in the sandbox: its user's, or its anonymous owner's
-    uid = ids.user(session.user.pk) if session.user else ids.anonymous(session.anonymous_owner)
-    options = LaunchOptions(
-        uid=uid,
-        gid=uid,
-        team_gid=ids.team(session.team.pk) if session.team is not None else 0,
+        mounts.append(
+            Mount(volume_ref(team_volume(session.team)), f"persistent/teams/{session.team.slug}")
+        )
+    return ServerSpec(
+        session_id=session.pk,
         hub_user=session.hub_user,
         server_name=session.server_name,
-        env_path=result.environment_path,
-        checkout_path=result.checkout_path,
-        workdir=str(Path(settings.BINDERY_SESSIONS_DIR) / session.server_name),
-        volumes=tuple(volumes),
+        environment=result.environment_path,
+        checkout=result.checkout_path,
+        start_script=result.start_script,
+        mounts=tuple(mounts),
         memory_bytes=session.memory_bytes,
         max_processes=session.max_processes,
-        start_script=result.start_script,
-        binder_repo_url=resolved["repo_url"],
-        binder_ref_url=resolved["ref_url"],
-        binder_launch_host=settings.SITE_URL + "/",
-        binder_request=f"v2/{resolved['provider']}/{resolved['spec']}",
-        binder_persistent_request=f"v2/{resolved['persistent_spec']}",
+        owner_user_id=session.user.pk if session.user is not None else None,
+        anonymous_owner=session.anonymous_owner,
+        team_id=session.team.pk if session.team is not None else None,
         default_url="/" + session.urlpath.split("?", 1)[0] if session.urlpath else "",
+        binder=(
+            ("binder_repo_url", resolved["repo_url"]),
+            ("binder_ref_url", resolved["ref_url"]),
+            ("binder_launch_host", settings.SITE_URL + "/"),
+            ("binder_request", f"v2/{resolved['provider']}/{resolved['spec']}"),
+            ("binder_persistent_request", f"v2/{resolved['persistent_spec']}"),
+        ),
     )
-    return sign_user_options(options.to_dict(), signing_key(settings.BINDERY_HUB_TOKEN))
 
 
 def start_on_hub(session_id: int) -> str | None:
@@ -283,7 +281,8 @@ def start_on_hub(session_id: int) -> str | None:
     client = hubapi.HubClient()
     try:
         client.ensure_user(session.hub_user)
-        client.start_server(session.hub_user, session.server_name, _session_options(session))
+        options = get_session_backend().launch_options(server_spec(session))
+        client.start_server(session.hub_user, session.server_name, options)
         add_event(session, "launching", "Starting your server.")
         deadline = time.monotonic() + LAUNCH_TIMEOUT
         for event in client.iter_progress(session.hub_user, session.server_name):
@@ -359,7 +358,7 @@ def _cleanup_failed_launch(client: hubapi.HubClient, session: Session) -> None:
         client.stop_server(session.hub_user, session.server_name, remove=True)
     except BinderyError as exc:
         log.warning("could not stop the failed server of session %s: %s", session.pk, exc)
-    shutil.rmtree(Path(settings.BINDERY_SESSIONS_DIR) / session.server_name, ignore_errors=True)
+    get_session_backend().release(session.pk, session.server_name)
 
 
 def _fail(session: Session, message: str, *, code: str, detail: str = "") -> None:
@@ -435,7 +434,7 @@ def stop_on_hub(session_id: int) -> str | None:
 
 
 def _finish_stopped(session_id: int, phase: str, message: str) -> None:
-    shutil.rmtree(Path(settings.BINDERY_SESSIONS_DIR) / f"s{session_id}", ignore_errors=True)
+    get_session_backend().release(session_id, hubapi.server_name_for(session_id))
     with transaction.atomic():
         session = Session.objects.select_for_update().get(pk=session_id)
         if session.is_terminal:
@@ -571,26 +570,22 @@ def team_volume(team: Team) -> Volume:
     return volume
 
 
-def volume_path(volume: Volume) -> Path:
-    return Path(settings.BINDERY_VOLUMES_DIR) / volume.relative_path
-
-
-def ensure_volume_dir(volume: Volume) -> Path:
-    path = volume_path(volume)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def volume_ref(volume: Volume) -> VolumeRef:
+    return VolumeRef(key=volume.relative_path, user_id=volume.user_id, team_id=volume.team_id)
 
 
 def measure_volume(volume: Volume) -> Volume:
-    """Store the volume's size now: bytes of its regular files, walked by descriptor so that
-    a symlink a session plants (even mid-walk) is neither followed nor counted."""
-    from apps.sessions import volumefs  # (the import belongs at the top of this module)
-
-    total = volumefs.measure(volume_path(volume))
-    volume.size_bytes = total
+    """Store the volume's size, measured now by the backend."""
+    volume.size_bytes = get_session_backend().measure_volume(volume_ref(volume))
     volume.size_measured_at = timezone.now()
     volume.save(update_fields=["size_bytes", "size_measured_at"])
     return volume
+
+
+def archive_volume(volume: Volume) -> tuple[str, Iterator[bytes]]:
+    """(file name stem, .tar.gz stream) of a volume's files; raises ArchiveNotOffered."""
+    name = "home" if volume.user_id else f"team-{volume.team.slug if volume.team else ''}"
+    return name, get_session_backend().archive_volume(volume_ref(volume), name)
 
 
 def delete_volume(user: User, volume: Volume, confirm: str) -> None:
@@ -609,7 +604,7 @@ def delete_volume(user: User, volume: Volume, confirm: str) -> None:
         raise InvalidInput(f"Type “{volume.label}” to confirm.", code="CONFIRMATION_REQUIRED")
     if volume_in_use(volume):
         raise Conflict("Stop the sessions using this volume first.", code="VOLUME_IN_USE")
-    shutil.rmtree(volume_path(volume), ignore_errors=True)
+    get_session_backend().delete_volume(volume_ref(volume))
     volume.delete()
 
 

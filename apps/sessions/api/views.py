@@ -18,7 +18,6 @@ from apps.sessions.api.serializers import (
     VolumeDeleteSerializer,
     VolumeSerializer,
 )
-from apps.sessions.archive import stream_tar_gz
 from apps.sessions.models import Session
 from apps.sessions.mybinder import mybinder_events
 from portal.api import Pagination, current_user
@@ -133,8 +132,7 @@ class VolumeArchiveView(APIView):
                    summary="Download a volume as a .tar.gz")  # fmt: skip
     def get(self, request: Request, volume_id: int) -> Any:
         volume = selectors.get_volume_for_user(request.user, volume_id)
-        root = services.ensure_volume_dir(volume)
-        name = "home" if volume.user_id else f"team-{volume.team.slug if volume.team else ''}"
-        response = StreamingHttpResponse(stream_tar_gz(root, name), content_type="application/gzip")
+        name, stream = services.archive_volume(volume)
+        response = StreamingHttpResponse(stream, content_type="application/gzip")
         response["Content-Disposition"] = f'attachment; filename="{name}.tar.gz"'
         return response

@@ -26,8 +26,9 @@ import requests
 from django.conf import settings as django_settings
 
 from apps.sandbox import Ids
+from apps.sessions.backends.local.options import LaunchOptions
+from apps.sessions.contract import sign_user_options, signing_key
 from apps.sessions.hub import HubClient
-from apps.sessions.spawner import LaunchOptions, sign_user_options, signing_key
 
 BASE_DIR = Path(django_settings.BASE_DIR)
 HUB_START_TIMEOUT = 60
@@ -392,7 +393,7 @@ def bwrap_installed() -> bool:
 def network_isolation_available() -> bool:
     """Whether the default hub gives sessions a network namespace of their own (bubblewrap
     and pasta installed, root, a default route): the spawner's own decision."""
-    from apps.sessions.spawner import BinderySpawner
+    from apps.sessions.backends.local.spawner import BinderySpawner
 
     return bwrap_installed() and bool(BinderySpawner()._network_plan(sandboxed=True)[0])
 

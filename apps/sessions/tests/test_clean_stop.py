@@ -22,9 +22,9 @@ import pytest
 import requests
 from django.conf import settings as django_settings
 
+from apps.sessions.contract import signing_key
 from apps.sessions.hub import HubClient
 from apps.sessions.management.commands.runhub import HubDir
-from apps.sessions.spawner import signing_key
 from apps.sessions.tests.conftest import (
     Hub,
     _free_port,

@@ -12,7 +12,7 @@ from typing import Any
 
 from django.conf import settings as django_settings
 
-from apps.sessions.spawner import signing_key
+from apps.sessions.contract import signing_key
 from apps.sessions.tests.conftest import Hub
 from portal.hubconfig import PORTAL_SCOPES, hub_config, proxy_command, write_hub_config
 
@@ -83,7 +83,7 @@ def test_written_config_is_private_and_keeps_the_proxy_token(settings: Any, tmp_
 def test_runhub_config_is_what_the_running_hub_uses(hub: Hub) -> None:
     text = (hub.dirs["hub"] / "jupyterhub_config.py").read_text()
     assert f"'http://{hub.environ['BINDERY_HUB_API_BIND']}'" in text
-    assert "apps.sessions.spawner.BinderySpawner" in text
+    assert "apps.sessions.backends.local.spawner.BinderySpawner" in text
     assert stat.S_IMODE((hub.dirs["hub"] / "jupyterhub_config.py").stat().st_mode) == 0o600
 
 

@@ -19,8 +19,8 @@ import requests
 
 from apps.builds.tests.helpers import tcp_listener
 from apps.netns import listening_in_namespace, local_networks, sandbox_resolv_conf
+from apps.sessions.backends.local.spawner import BinderySpawner
 from apps.sessions.hub import HubClient
-from apps.sessions.spawner import BinderySpawner
 from apps.sessions.tests.conftest import (
     Hub,
     Running,

@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 import requests
 
-from apps.sessions.hub import HubClient, HubError
-from apps.sessions.spawner import (
+from apps.sessions.backends.local.options import LaunchOptions
+from apps.sessions.contract import (
     InvalidLaunchOptions,
-    LaunchOptions,
     sign_user_options,
     signing_key,
     verify_user_options,
 )
+from apps.sessions.hub import HubClient, HubError
 from apps.sessions.tests.conftest import (
     Hub,
     Running,

@@ -21,8 +21,10 @@ from pathlib import Path
 import pytest
 
 from apps.accounts.tests.factories import UserFactory
-from apps.sessions import services, volumefs
-from apps.sessions.archive import stream_tar_gz
+from apps.sessions import services
+from apps.sessions.backends.local import volumefs
+from apps.sessions.backends.local.archive import stream_tar_gz
+from apps.sessions.backends.local.backend import LocalSessions
 
 SECRET = b"another user's notebook: TOP-SECRET-4711 " * 64
 
@@ -135,7 +137,7 @@ def test_a_volume_root_that_is_a_symlink_is_not_followed(tmp_path: Path, outside
 def test_measure_volume_stores_the_size_without_the_symlinked_secret(settings, tmp_path, outside):
     settings.BINDERY_VOLUMES_DIR = tmp_path / "volumes"
     volume = services.home_volume(UserFactory(username="ann"))
-    path = services.ensure_volume_dir(volume)
+    path = LocalSessions().ensure_volume(services.volume_ref(volume))
     (path / "notes.txt").write_bytes(b"kept")
     (path / "other").symlink_to(outside)
     assert (path / "other" / "results.csv").read_bytes() == SECRET  # control

@@ -12,6 +12,7 @@ import pytest
 from apps.accounts.tests.factories import UserFactory
 from apps.builds.models import Build
 from apps.sessions import services
+from apps.sessions.backends.local.backend import LocalSessions
 from apps.sessions.models import Session, Volume
 from apps.teams.models import Membership, Role, Team
 
@@ -47,7 +48,7 @@ def test_list_has_home_and_team_volumes(token_client, lab, volumes_dir):
 
 def test_size_and_archive(token_client, lab, volumes_dir):
     volume = services.home_volume(lab.owner)
-    path = services.ensure_volume_dir(volume)
+    path = LocalSessions().ensure_volume(services.volume_ref(volume))
     (path / "data").mkdir()
     (path / "data" / "results.csv").write_text("a,b\n1,2\n")
     (path / "notes.txt").write_text("kept")
@@ -65,7 +66,7 @@ def test_size_and_archive(token_client, lab, volumes_dir):
 
 def test_archive_keeps_symlinks_as_links(token_client, lab, volumes_dir, tmp_path):
     volume = services.home_volume(lab.owner)
-    path = services.ensure_volume_dir(volume)
+    path = LocalSessions().ensure_volume(services.volume_ref(volume))
     secret = tmp_path / "outside.txt"
     secret.write_text("not yours")
     (path / "link").symlink_to(secret)
@@ -88,7 +89,7 @@ def test_outsider_gets_404(token_client, lab, volumes_dir):
 
 def test_delete_needs_the_label_typed(token_client, lab, volumes_dir):
     volume = services.home_volume(lab.owner)
-    path = services.ensure_volume_dir(volume)
+    path = LocalSessions().ensure_volume(services.volume_ref(volume))
     (path / "notes.txt").write_text("kept")
     client = token_client(lab.owner)
     wrong = client.delete(f"/api/v1/volumes/{volume.pk}/", {"confirm": "home"}, format="json")

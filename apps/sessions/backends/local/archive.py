@@ -1,8 +1,8 @@
 """Stream a volume as a .tar.gz without writing it to disk first.
 
-The walk is :func:`apps.sessions.volumefs.walk` (descriptors, ``O_NOFOLLOW``): a session
-that swaps a directory or file for a symlink while the archive is made gets a symlink in
-the archive, never the content of what it points to.
+The walk is :func:`apps.sessions.backends.local.volumefs.walk` (descriptors, ``O_NOFOLLOW``):
+a session that swaps a directory or file for a symlink while the archive is made gets a
+symlink in the archive, never the content of what it points to.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from apps.sessions.volumefs import BeforeOpen, Entry, walk
+from apps.sessions.backends.local.volumefs import BeforeOpen, Entry, walk
 
 _CHUNK = 1024 * 1024
 
@@ -72,7 +72,7 @@ def stream_tar_gz(
 ) -> Iterator[bytes]:
     """Yield a gzipped tar of ``root`` under ``arcname``: its directories, regular files, and
     symlinks stored as symlinks (never followed: their targets are neither read nor listed).
-    ``before_open``: see :func:`~apps.sessions.volumefs.walk`."""
+    ``before_open``: see :func:`~apps.sessions.backends.local.volumefs.walk`."""
     sink = _Chunks()
     with tarfile.open(fileobj=cast(BinaryIO, sink), mode="w|gz") as tar:
         for entry in walk(root, before_open=before_open):

@@ -1,29 +1,26 @@
-"""The spawner the hub runs for the local backend, and the portal's half of its contract.
+"""The spawner the hub runs for the local backend.
 
-Two sides share this module:
-
-- the portal builds a :class:`LaunchOptions`, signs it with :func:`sign_user_options` and
-  sends the result as the named server's ``user_options``;
-- the hub (a separate process, without Django) runs :class:`BinderySpawner`, which accepts
-  only options signed with the same key, every path inside the portal's directories, and
-  then starts ``jupyterhub-singleuser`` from the session's environment in a working copy of
-  the checkout, with the volumes at ``persistent/``, inside bubblewrap where installed, under
-  cgroup v1 memory/pids limits (``RLIMIT_AS`` where cgroups are not writable), in a network
-  namespace of its own where pasta is installed (see :meth:`BinderySpawner._network_plan` and
-  ``apps.netns``, which the local builder shares).
+The portal (``apps.sessions.backends.local.LocalSessions``) builds a
+:class:`~apps.sessions.backends.local.options.LaunchOptions`, signs it
+(``apps.sessions.contract``) and sends the result as the named server's ``user_options``.
+The hub (a separate process, without Django) runs :class:`BinderySpawner`, which accepts
+only options signed with the same key, every path inside the portal's directories, and
+then starts ``jupyterhub-singleuser`` from the session's environment in a working copy of
+the checkout, with the volumes at ``persistent/``, inside bubblewrap where installed, under
+cgroup v1 memory/pids limits (``RLIMIT_AS`` where cgroups are not writable), in a network
+namespace of its own where pasta is installed (see :meth:`BinderySpawner._network_plan` and
+``apps.netns``, which the local builder shares).
 
 Nothing here imports Django or ``portal`` (whose ``__init__`` loads the Celery app), nor does
 ``apps.netns``: the hub imports this module by its dotted path, and the generated config
-(``portal/hubconfig.py``) passes everything the spawner needs as traitlets.
+(``portal/hubconfig.py`` with :meth:`LocalSessions.hub_config`) passes everything the spawner
+needs as traitlets.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
-import json
 import os
 import posixpath
 import shutil
@@ -33,7 +30,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,158 +43,18 @@ from traitlets import CaselessStrEnum, Float, Integer, List, Unicode, default
 
 from apps import cgroups, netns
 from apps import sandbox as sbx  # not `sandbox`: the spawner has a trait of that name
+from apps.sessions import contract
+from apps.sessions.backends.local.options import LaunchOptions
+from apps.sessions.contract import InvalidLaunchOptions, verify_user_options
 
-# --- The signed contract ---------------------------------------------------------------------
-
-_KEY_CONTEXT = b"bindery/spawner/user-options/v1"
-DEFAULT_TTL = 300  # seconds a signed launch stays valid: the portal signs right before starting
-MIN_MEMORY = 64 * 1024 * 1024
-MOUNT_ROOT = "persistent"
+MOUNT_ROOT = contract.MOUNT_ROOT
+BINDER_ENV = contract.BINDER_ENV
 SYSTEM_PATH = netns.SYSTEM_PATH
 EGRESS_ENV = (
     "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PIP_CERT",
     "NODE_EXTRA_CA_CERTS", "GIT_SSL_CAINFO", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
     "http_proxy", "https_proxy", "no_proxy",
 )  # fmt: skip
-BINDER_ENV = (
-    "binder_repo_url",
-    "binder_ref_url",
-    "binder_launch_host",
-    "binder_request",
-    "binder_persistent_request",
-)
-
-
-class InvalidLaunchOptions(ValueError):
-    """``user_options`` the hub must refuse (the hub answers 400 with the message).
-
-    Not a ``portal.errors.BinderyError``: this module runs inside the hub, which must not
-    import ``portal`` (its package loads Celery and Django settings). The portal never sees
-    this type; it sees the hub's 400 as ``apps.sessions.hub.HubError``.
-    """
-
-    code = "INVALID_LAUNCH_OPTIONS"
-
-
-def signing_key(hub_token: str) -> bytes:
-    """The HMAC key for launch options, derived from the portal's hub service token.
-
-    A separate key (not the token itself) so that a leaked signature never helps guess the
-    token, and rotating the token rotates the key.
-    """
-    return hmac.new(hub_token.encode(), _KEY_CONTEXT, hashlib.sha256).digest()
-
-
-@dataclass(frozen=True)
-class LaunchOptions:
-    """What the portal asks the hub to run for one session (the signed payload).
-
-    Paths are absolute host paths: ``env_path`` inside BINDERY_ENVS_DIR, ``checkout_path``
-    inside BINDERY_CHECKOUTS_DIR, ``workdir`` (the working copy the spawner creates from the
-    checkout; the portal deletes it) inside BINDERY_SESSIONS_DIR, each volume's host dir inside
-    BINDERY_VOLUMES_DIR. ``volumes`` are ``(host_dir, mount)`` with ``mount`` relative to the
-    working copy: ``persistent`` (the user's volume) or ``persistent/teams/<slug>``.
-    ``start_script`` is relative to the working copy (``binder/start``), empty when the repo
-    has none. The ``binder_*`` values are the mybinder environment variables, as BinderHub
-    computes them: ``binder_launch_host`` ends with ``/`` (``https://bindery.example/``),
-    ``binder_request`` and ``binder_persistent_request`` are relative (``v2/gh/org/repo/main``,
-    the latter with the resolved commit), ``binder_ref_url`` links the resolved commit.
-    ``hub_user``/``server_name`` bind the signature to one hub server.
-    """
-
-    hub_user: str
-    server_name: str
-    env_path: str
-    checkout_path: str
-    workdir: str
-    volumes: tuple[tuple[str, str], ...] = ()
-    memory_bytes: int = 2 * 1024**3
-    max_processes: int = 256
-    start_script: str = ""
-    binder_repo_url: str = ""
-    binder_ref_url: str = ""
-    binder_launch_host: str = ""
-    binder_request: str = ""
-    binder_persistent_request: str = ""
-    default_url: str = ""
-    cpu: float | None = None
-    uid: int = 0
-    gid: int = 0
-    team_gid: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["volumes"] = [list(v) for v in self.volumes]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Any) -> LaunchOptions:
-        """Type-check a verified payload; raises InvalidLaunchOptions."""
-        if not isinstance(data, dict):
-            raise InvalidLaunchOptions("launch options must be an object")
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InvalidLaunchOptions(f"unknown launch options: {', '.join(unknown)}")
-        for name in ("hub_user", "server_name", "env_path", "checkout_path", "workdir"):
-            if not isinstance(data.get(name), str) or not data[name]:
-                raise InvalidLaunchOptions(f"{name} is required")
-        for name in ("start_script", "default_url", *BINDER_ENV):
-            if not isinstance(data.get(name, ""), str):
-                raise InvalidLaunchOptions(f"{name} must be a string")
-        for name, least in (("memory_bytes", MIN_MEMORY), ("max_processes", 8), ("uid", 0),
-                            ("gid", 0), ("team_gid", 0)):  # fmt: skip
-            value = data.get(name, getattr(cls, name))
-            if not isinstance(value, int) or isinstance(value, bool) or value < least:
-                raise InvalidLaunchOptions(f"{name} must be an integer of at least {least}")
-        cpu = data.get("cpu")
-        if cpu is not None and (
-            not isinstance(cpu, int | float) or isinstance(cpu, bool) or not 0 < cpu <= 1024
-        ):
-            raise InvalidLaunchOptions("cpu must be a positive number")
-        volumes = data.get("volumes", [])
-        if not isinstance(volumes, list) or not all(
-            isinstance(v, list) and len(v) == 2 and all(isinstance(p, str) for p in v)
-            for v in volumes
-        ):
-            raise InvalidLaunchOptions("volumes must be a list of [host_dir, mount] pairs")
-        return cls(**{**data, "volumes": tuple((h, m) for h, m in volumes)})
-
-
-def sign_user_options(
-    payload: dict[str, Any], key: bytes, *, ttl: int = DEFAULT_TTL, now: float | None = None
-) -> dict[str, str]:
-    """The ``user_options`` for a hub start: the payload as canonical JSON, its expiry and an
-    HMAC-SHA256 signature. The JSON text itself is carried, so nothing depends on how the hub
-    stores and reloads the options."""
-    issued = time.time() if now is None else now
-    body = {**payload, "expires_at": int(issued + ttl)}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    signature = hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
-    return {"payload": text, "signature": signature}
-
-
-def verify_user_options(
-    user_options: Any, key: bytes, *, now: float | None = None
-) -> dict[str, Any]:
-    """The payload of signed ``user_options``; raises InvalidLaunchOptions when unsigned,
-    tampered with, signed with another key, or expired."""
-    if not isinstance(user_options, dict) or set(user_options) != {"payload", "signature"}:
-        raise InvalidLaunchOptions("launch options must be signed by the portal")
-    text, signature = user_options["payload"], user_options["signature"]
-    if not isinstance(text, str) or not isinstance(signature, str) or not key:
-        raise InvalidLaunchOptions("launch options must be signed by the portal")
-    expected = hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, signature):
-        raise InvalidLaunchOptions("the launch options' signature is not valid")
-    body = json.loads(text)
-    expires_at = body.pop("expires_at", None) if isinstance(body, dict) else None
-    if not isinstance(expires_at, int):
-        raise InvalidLaunchOptions("launch options carry no expiry")
-    if expires_at <= (time.time() if now is None else now):
-        raise InvalidLaunchOptions("the launch options have expired")
-    assert isinstance(body, dict)
-    return body
 
 
 # --- Path rules -----------------------------------------------------------------------------
@@ -946,12 +803,4 @@ class BinderySpawner(LocalProcessSpawner):
         self.cgroup_dirs = list(left.dirs)
 
 
-__all__ = [
-    "DEFAULT_TTL",
-    "BinderySpawner",
-    "InvalidLaunchOptions",
-    "LaunchOptions",
-    "sign_user_options",
-    "signing_key",
-    "verify_user_options",
-]
+__all__ = ["BinderySpawner", "InvalidLaunchOptions", "LaunchOptions"]
