@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from copy import copy
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit
 
@@ -31,7 +32,7 @@ from apps.sessions.failures import (
 from apps.teams.models import Membership, Team
 from apps.teams.selectors import get_membership_for_user, memberships_for_user
 from portal.api import current_user
-from portal.errors import BinderyError
+from portal.errors import BinderyError, Conflict
 from portal.utils import raw_path_spec
 
 LAUNCH_PHASES = [*BUILD_PHASES[:3], ("launching", "Launching"), ("ready", "Ready")]
@@ -108,7 +109,12 @@ def launch_page(request: HttpRequest, provider: str, spec: str) -> HttpResponse:
 
     A refusal (bad input, a repository that cannot be fetched, a quota) is this page again
     with the failure said once, its step marked, and the ways on (partials/error_panel.html);
-    the script gets the same failure as JSON."""
+    the script gets the same failure as JSON.
+
+    One session per repository and ref: when the visitor already runs this one (for the same
+    team, or for none), the page says so and offers Open (at the link's urlpath) and Start
+    another, and nothing starts by itself; a launch without ``another=1`` (the form's, or the
+    query's) is refused with 409 ``SESSION_ALREADY_RUNNING``."""
     anonymous = not request.user.is_authenticated
     here = _raw_full_path(request)
     if anonymous and not settings.BINDERY_ANONYMOUS_LAUNCH:
@@ -118,26 +124,39 @@ def launch_page(request: HttpRequest, provider: str, spec: str) -> HttpResponse:
     wants_page = "text/html" in request.headers.get("Accept", "")
     name = name_for_spec(provider, spec)
     team_slug = (request.POST.get("team") or params.get("team") or "").strip()
+    another = "1" in (request.POST.get("another"), params.get("another"))
     failure: Failure | None = None
+    running: dict[str, Any] | None = None
     status, urlpath = 200, ""
     try:
         urlpath = services.clean_urlpath(
             params.get("urlpath", ""), params.get("labpath", ""), params.get("filepath", "")
         )
         if request.method == "POST":
-            session = services.launch(
-                None if anonymous else current_user(request),
-                spec=f"{provider}/{spec}",
-                urlpath=urlpath,
-                team=_chosen_team(request),
-                anonymous_owner=anonymous_owner(request) if anonymous else "",
-            )
+            team = _chosen_team(request)
+            running = None if another else _running(request, provider, spec, team, urlpath)
+            if running is None:
+                session = services.launch(
+                    None if anonymous else current_user(request),
+                    spec=f"{provider}/{spec}",
+                    urlpath=urlpath,
+                    team=team,
+                    anonymous_owner=anonymous_owner(request) if anonymous else "",
+                )
+        elif not another:
+            running = _running(request, provider, spec, _team_if_member(request), urlpath)
     except BinderyError as exc:
         failure = failure_for(exc.code, exc.message, name=name, signed_in=not anonymous,
                               login_next=here, team=team_slug)  # fmt: skip
         status = exc.status
         if request.method == "POST" and not wants_page:
             return JsonResponse({**exc.as_dict(), "failure": failure.as_dict()}, status=exc.status)
+    if request.method == "POST" and running is not None:
+        if wants_page:  # the form, without script: the page says what runs
+            return redirect(here)
+        refusal = Conflict("You already run this repository and ref.",
+                           code="SESSION_ALREADY_RUNNING", running=running)  # fmt: skip
+        return JsonResponse(refusal.as_dict(), status=refusal.status)
     if request.method == "POST" and failure is None:
         if wants_page:  # the form, without script
             return redirect("session-launch", session.pk)
@@ -147,11 +166,46 @@ def launch_page(request: HttpRequest, provider: str, spec: str) -> HttpResponse:
         "spec": f"{provider}/{spec}", "provider": provider, "name": name,
         "launch_action": here, "login_next": here, "urlpath": urlpath,
         "steps": phase_states(LAUNCH_PHASES, failure.step if failure else "", bool(failure)),
-        "session": None, "anonymous": anonymous, "failure": failure,
+        "session": None, "anonymous": anonymous, "failure": failure, "running": running,
         "teams": _launch_teams(request), "team": team_slug, "retry_url": retry_url(name, team_slug),
         "launch_config": {"sessionId": None, "query": request.GET.urlencode(),
-                          "autostart": failure is None and _clicked_in_the_portal(request)},
+                          "autostart": failure is None and running is None
+                          and _clicked_in_the_portal(request)},
     }, status=status)  # fmt: skip
+
+
+def _team_if_member(request: HttpRequest) -> Team | None:
+    """The ``?team=`` of a GET when the visitor is in it; a GET shows the form whatever the
+    slug (the launch's POST is what refuses a team one is not in)."""
+    try:
+        return _chosen_team(request)
+    except BinderyError:
+        return None
+
+
+def _running(
+    request: HttpRequest, provider: str, spec: str, team: Team | None, urlpath: str
+) -> dict[str, Any] | None:
+    """The visitor's session of this repository and ref that runs (or is on its way up), as
+    the /v2/ page offers it: Open it (at ``urlpath``, the link's), or Watch its launch."""
+    if request.user.is_authenticated:
+        user, owner = current_user(request), ""
+    else:
+        user, owner = None, owners.existing_owner(request.session)
+    session = services.find_running_session(user, provider, spec, anonymous_owner=owner, team=team)
+    if session is None:
+        return None
+    ready = session.status == services.Session.Status.READY
+    page = reverse("session-launch", args=[session.pk])
+    open_url = reverse("session-open", args=[session.pk])
+    return {
+        "id": session.pk, "status": session.status, "status_label": session.get_status_display(),
+        "name": name_for(session).label, "started": naturaltime(session.created_at),
+        "urlpath": session.urlpath, "team": session.team.slug if session.team else "",
+        "ready": ready, "page": page,
+        "open": (open_url + (f"?{urlencode({'urlpath': urlpath})}" if urlpath else ""))
+        if ready else page,
+    }  # fmt: skip
 
 
 @never_cache
@@ -194,14 +248,24 @@ def session_launch(request: HttpRequest, session_id: int) -> HttpResponse:
 @require_GET
 def session_open(request: HttpRequest, session_id: int) -> HttpResponse:
     """Send the owner into their server. The server-scoped token goes in the URL once, as
-    on mybinder: the server turns it into its own cookie on this first visit."""
+    on mybinder: the server turns it into its own cookie on this first visit.
+
+    ``?urlpath=`` (the Open of a /v2/ link whose repository already runs) opens that path
+    instead of the session's own, checked as a launch's is; only on a click in the portal
+    (``Sec-Fetch-Site: same-origin``): a link from elsewhere opens the session where it
+    was launched, never at a path a stranger picked."""
     user, owner = _owner(request)
     session = selectors.get_session_for_user(user, session_id, owner)
     if session.status != session.Status.READY:
         messages.info(request, "This session is not running.")
         return redirect("sessions")
-    separator = "&" if "?" in session.url else "?"
-    target = session.url + separator + urlencode({"token": services.session_token(session)})
+    url = session.url
+    if request.GET.get("urlpath") and _clicked_in_the_portal(request):
+        at = copy(session)  # the same server, at the path asked for
+        at.urlpath = services.clean_urlpath(request.GET["urlpath"])
+        url = services.session_url(at)
+    separator = "&" if "?" in url else "?"
+    target = url + separator + urlencode({"token": services.session_token(session)})
     response = HttpResponseRedirect(target)
     response["Referrer-Policy"] = "no-referrer"
     return response
@@ -218,11 +282,21 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes // 60} h {minutes % 60} min"
 
 
-def _memory(session: services.Session) -> str:
-    """Memory as people should read it: the limit is a limit, not what is used."""
-    if not session.memory_bytes:
-        return "—"
-    return f"limit {filesizeformat(session.memory_bytes)}"
+def _memory(limit: int | None, used: int | None) -> str:
+    """Memory as people should read it: "312 MB of 2.0 GB" while the use can be read, else
+    "limit 2.0 GB" (the limit is a limit, not what is used)."""
+    if used is None:
+        return f"limit {filesizeformat(limit)}" if limit else "—"
+    return f"{_used(used)} of {filesizeformat(limit)}" if limit else _used(used)
+
+
+def _used(count: int) -> str:
+    """Bytes in use, rounded as people glance at them: whole MB below a GB ("312 MB"), as
+    ``filesizeformat`` otherwise; the same no-break space before the unit."""
+    mb = round(count / 1024**2)
+    if count >= 1024**2 and mb < 1024:
+        return f"{mb}\xa0MB"
+    return str(filesizeformat(count))
 
 
 def _session_actions(session: services.Session) -> list[dict[str, str]]:
@@ -259,9 +333,9 @@ def _dashboard_row(session: services.Session) -> dict[str, Any]:
         "started": naturaltime(session.created_at),
         "ended": naturaltime(session.stopped_at) if session.stopped_at else "",
         "idle": _duration(data["idle_seconds"]),
-        "memory": _memory(session),
+        "memory": _memory(session.memory_bytes, data["memory_used"]),
         "memory_limit_bytes": session.memory_bytes or None,
-        "memory_used_bytes": None,  # not reported by the hub yet: shown only where known
+        "memory_used_bytes": data["memory_used"],
         "error_message": session.error_message,
         "actions": _session_actions(session),
         "relaunch": f"/v2/{session.provider}/{session.spec}"
@@ -342,7 +416,9 @@ def _check_launchable(provider: str, spec: str) -> None:
         check_host(parse_http_url(str(parsed.values["url"])))
 
 
-def _running_for_preview(request: HttpRequest, provider: str, spec: str) -> dict[str, str] | None:
+def _running_for_preview(
+    request: HttpRequest, provider: str, spec: str, urlpath: str = ""
+) -> dict[str, str] | None:
     if request.user.is_authenticated:
         user, owner = current_user(request), ""
     else:
@@ -354,6 +430,7 @@ def _running_for_preview(request: HttpRequest, provider: str, spec: str) -> dict
         "id": str(session.pk), "status": session.get_status_display(),
         "name": name_for(session).label, "page": reverse("session-launch", args=[session.pk]),
         "open": reverse("session-open", args=[session.pk])
+        + (f"?{urlencode({'urlpath': urlpath})}" if urlpath else "")
         if session.status == services.Session.Status.READY else "",
     }  # fmt: skip
 
@@ -374,10 +451,10 @@ def launch_link(request: HttpRequest) -> JsonResponse:
         _check_launchable(provider, spec)
         path = request.GET.get("path", "").strip()
         kind = request.GET.get("pathtype", "file")
-        query = ""
+        query = urlpath = ""
         if path:
             key = "urlpath" if kind == "url" else "labpath"
-            services.clean_urlpath(**{key: path})
+            urlpath = services.clean_urlpath(**{key: path})
             query = "?" + urlencode({key: path})
     except BinderyError as exc:
         return JsonResponse({**exc.as_dict(), "refused": exc.status == 403}, status=exc.status)
@@ -392,5 +469,5 @@ def launch_link(request: HttpRequest) -> JsonResponse:
         "rst": f".. image:: {badge}\n   :target: {link}",
         "url": link,
         "signed_in": request.user.is_authenticated,
-        "running": _running_for_preview(request, provider, spec),
+        "running": _running_for_preview(request, provider, spec, urlpath),
     })  # fmt: skip

@@ -63,9 +63,22 @@
     const steps = Array.from(bar.querySelectorAll("[data-phase]"));
     const index = steps.findIndex((step) => step.dataset.phase === phase);
     steps.forEach((step, i) => {
+      const isFailed = Boolean(failed) && i === Math.max(index, 0);
       step.classList.toggle("done", index >= 0 && i < index);
       step.classList.toggle("current", i === index);
-      step.classList.toggle("failed", Boolean(failed) && i === Math.max(index, 0));
+      step.classList.toggle("failed", isFailed);
+      // said in words too, as the server draws it (templates/builds/_progress.html)
+      let note = step.querySelector("small[data-failed]");
+      if (isFailed && !note && !step.querySelector("small")) {
+        note = document.createElement("small");
+        note.dataset.failed = "";
+        note.textContent = " · failed";
+        step.append(note);
+      } else if (!isFailed && note) {
+        note.remove();
+      }
+      if (isFailed) step.setAttribute("aria-current", "step");
+      else step.removeAttribute("aria-current");
     });
   }
 

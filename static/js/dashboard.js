@@ -79,14 +79,31 @@
     return row;
   }
 
+  // What changes by itself between polls (the memory reading, "3 min" idle, "started 2
+  // minutes ago"): a row whose only changes are these keeps its element (and a focused
+  // button) and gets the new text in place; any other change redraws the row.
+  const TEXTS = { memory: (s) => s.memory, idle: (s) => s.idle, started: (s) => s.started,
+                  ended: (s) => s.ended || "—" };
+  function shape(s) {
+    return JSON.stringify({ ...s, memory: null, memory_used_bytes: null, idle: null, started: null, ended: null });
+  }
+  function retext(row, s) {
+    for (const [name, text] of Object.entries(TEXTS)) {
+      const node = slot(row, name);
+      if (node && node.textContent !== text(s)) node.textContent = text(s);
+    }
+  }
+
   // Replace the rows of ``body`` that differ from ``rows`` (by id and content), in order.
   function redraw(body, before, rows, make) {
-    const old = new Map(before.map((s) => [String(s.id), JSON.stringify(s)]));
+    const old = new Map(before.map((s) => [String(s.id), shape(s)]));
     const existing = new Map([...body.children].map((tr) => [tr.dataset.session, tr]));
     const wanted = rows.map((s) => {
       const id = String(s.id);
       const kept = existing.get(id);
-      return kept && old.get(id) === JSON.stringify(s) ? kept : make(s);
+      if (!kept || old.get(id) !== shape(s)) return make(s);
+      retext(kept, s);
+      return kept;
     });
     wanted.forEach((tr, i) => { if (body.children[i] !== tr) body.insertBefore(tr, body.children[i] || null); });
     while (body.children.length > wanted.length) body.lastElementChild.remove();

@@ -3,6 +3,9 @@
 // its websocket — build lines into the terminal, steps into the phase bar — then open the
 // server. Its settings come from the json_script block #launch-config.
 //
+// When this repository and ref already run, the page offers Open and Start another (the
+// same form, with another=1) instead, and nothing starts by itself.
+//
 // A failure is said once, in the failure panel (partials/error_panel.html): a refusal fills
 // it from the JSON the POST returns; a launch that fails later reloads the page, which the
 // server renders with the failure, its step and the ways on.
@@ -112,7 +115,7 @@
   }
 
   async function launch(options) {
-    $("launch-confirm") && ($("launch-confirm").hidden = true);
+    for (const id of ["launch-confirm", "launch-running"]) if ($(id)) $(id).hidden = true;
     $("launch-progress").hidden = false;
     clock.start();
     const url = location.pathname + (options.query ? "?" + options.query : "");
@@ -124,6 +127,10 @@
       credentials: "same-origin",
     });
     const answer = await response.json();
+    if (response.status === 409 && answer.running) {
+      location.replace(location.href);  // it started elsewhere meanwhile: the page offers it
+      return;
+    }
     if (!response.ok) {
       showFailure(answer.failure || {
         title: "The launch could not start", message: answer.detail, code: answer.error,

@@ -61,7 +61,8 @@
       $("running-status").textContent = "(" + running.status + ")";
       $("running-open").textContent = running.open ? "Open" : "Watch";
       $("running-open").href = running.open || running.page;
-      $("running-start-another").href = body.launch_path;
+      // another=1: the /v2/ page would otherwise offer this running session again
+      $("running-start-another").href = body.launch_path + (body.launch_path.includes("?") ? "&" : "?") + "another=1";
     }
     if (body) {
       $("preview-name").textContent = body.name;

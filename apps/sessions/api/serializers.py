@@ -7,6 +7,7 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from apps.sessions.models import Session, Volume
+from apps.sessions.services import session_memory_used
 
 
 class SessionSerializer(serializers.ModelSerializer):
@@ -16,14 +17,19 @@ class SessionSerializer(serializers.ModelSerializer):
     team: serializers.SlugRelatedField = serializers.SlugRelatedField(
         slug_field="slug", read_only=True
     )
+    memory_used = serializers.SerializerMethodField(
+        help_text="Bytes the running server uses now (its working set: resident memory and "
+        "tmpfs, not the reclaimable file cache), against the limit `memory_bytes`; null when "
+        "the session is not running or its use cannot be read."
+    )
     links = serializers.SerializerMethodField()
 
     class Meta:
         model = Session
         fields = [
             "id", "status", "phase", "provider", "spec", "urlpath", "url", "build", "team",
-            "error_code", "error_message", "memory_bytes", "created_at", "ready_at",
-            "stopped_at", "last_activity", "idle_seconds", "launch_seconds", "links",
+            "error_code", "error_message", "memory_bytes", "memory_used", "created_at",
+            "ready_at", "stopped_at", "last_activity", "idle_seconds", "launch_seconds", "links",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -43,6 +49,9 @@ class SessionSerializer(serializers.ModelSerializer):
             return None
         seen = [t for t in (session.last_activity, session.keepalive_at, session.ready_at) if t]
         return round((timezone.now() - max(seen)).total_seconds(), 1) if seen else None
+
+    def get_memory_used(self, session: Session) -> int | None:
+        return session_memory_used(session)
 
     def get_links(self, session: Session) -> dict[str, str]:
         return {
