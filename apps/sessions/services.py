@@ -9,7 +9,6 @@ waiting for it (``builds.signals.build_finished``).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import posixpath
 import re
@@ -24,7 +23,6 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from apps import cgroups
 from apps.accounts.models import User
 from apps.builds.backends.base import get_builder
 from apps.builds.models import Build
@@ -656,27 +654,11 @@ def find_running_session(
 # --- what a running session uses ------------------------------------------------------------
 
 
-def _hub_cgroup_parent() -> str:
-    """The parent the hub's spawner puts servers' cgroups under: ``bindery-<installation>``,
-    as ``portal/hubconfig.py`` names it (its ``cgroup_parent``), from the hub's directory."""
-    hub_dir = Path(settings.BINDERY_HUB_DIR).resolve()
-    return "bindery-" + hashlib.sha256(str(hub_dir).encode()).hexdigest()[:8]
-
-
 def session_memory_used(session: Session) -> int | None:
-    """Bytes the session's server uses now (its cgroup's working set, see
-    ``apps.cgroups.memory_in_use``), or None when it is not running (only ``ready`` sessions
-    are read) or there is nothing to read: no memory cgroup (the limit is then
-    ``RLIMIT_AS`` per process), a hub on another machine, another backend.
-
-    The local backend's reading: the cgroup is found from ids, as the spawner named it
-    (``safe_name(hub user, server name)`` under the hub's parent), so it costs two small file
-    reads, no query and no call to the hub. Reads only; safe to call any time."""
-    if session.status != Session.Status.READY or settings.BINDERY_BACKEND != "local":
+    """Bytes the session's server uses now, as its backend reads it (locally: the cgroup's
+    working set, see ``apps.cgroups.memory_in_use``), or None when it is not running (only
+    ``ready`` sessions are read) or there is nothing to read. No query, no call to the hub:
+    cheap enough for every row of a list."""
+    if session.status != Session.Status.READY:
         return None
-    try:
-        return cgroups.memory_in_use(
-            cgroups.safe_name(session.hub_user, session.server_name), parent=_hub_cgroup_parent()
-        )
-    except ValueError:  # not a name the spawner could have made
-        return None
+    return get_session_backend().memory_used(session.hub_user, session.server_name)

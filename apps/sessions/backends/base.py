@@ -119,6 +119,6 @@ class SessionBackend(Protocol):
         """Delete the volume's storage and everything in it."""
         ...
 
-    def memory_used(self, session_id: int, server_name: str) -> int | None:
+    def memory_used(self, hub_user: str, server_name: str) -> int | None:
         """Bytes of memory the running server uses now, or None when unknown."""
         ...

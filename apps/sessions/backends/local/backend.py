@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
+from apps import cgroups
 from apps.sandbox import Ids
 from apps.sessions.backends.base import ServerSpec, SessionBackend, VolumeRef
 from apps.sessions.backends.local import volumefs
@@ -109,8 +110,16 @@ class LocalSessions:
         not follow symlinks)."""
         shutil.rmtree(self.workdir(server_name), ignore_errors=True)
 
-    def memory_used(self, session_id: int, server_name: str) -> int | None:
-        return None
+    def memory_used(self, hub_user: str, server_name: str) -> int | None:
+        """The cgroup's working set (``apps.cgroups.memory_in_use``), found from ids as the
+        spawner named it (``safe_name(hub user, server name)`` under :meth:`cgroup_parent`):
+        two small file reads. None without a memory cgroup (the limit is then RLIMIT_AS per
+        process) or for a hub on another machine."""
+        try:
+            name = cgroups.safe_name(hub_user, server_name)
+            return cgroups.memory_in_use(name, parent=self.cgroup_parent())
+        except ValueError:  # not a name the spawner could have made
+            return None
 
     # -- volumes -------------------------------------------------------------------------------
 
