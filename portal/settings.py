@@ -506,3 +506,20 @@ BINDERY_SWH_POLL_INTERVAL = env.float("BINDERY_SWH_POLL_INTERVAL", default=5.0)
 # the uv binary (default: the one installed with the portal).
 BINDERY_BUILD_PYTHON = env.str("BINDERY_BUILD_PYTHON", default="")
 BINDERY_UV_BIN = env.str("BINDERY_UV_BIN", default="")
+
+# --- Kubernetes sessions (temporary: merged with the builder's block) ---------------------
+# Read by apps.sessions.backends.kubernetes when BINDERY_BACKEND=kubernetes; checked by
+# `manage.py check` (apps.sessions.checks). The lead merges this with the builder's block.
+BINDERY_K8S_NAMESPACE = env.str("BINDERY_K8S_NAMESPACE", default="bindery")
+BINDERY_K8S_KUBECONFIG = env.str("BINDERY_K8S_KUBECONFIG", default="")  # "": in-cluster
+BINDERY_K8S_API_TIMEOUT = env.float("BINDERY_K8S_API_TIMEOUT", default=10.0)  # per API call
+# Where built images are pushed; the hub's spawner runs no image outside it.
+BINDERY_REGISTRY_PREFIX = env.str("BINDERY_REGISTRY_PREFIX", default="")
+# JSON: {"label": "value"} and [{"key": ..., "effect": ...}] for session pods.
+BINDERY_K8S_SESSION_NODE_SELECTOR = env.json("BINDERY_K8S_SESSION_NODE_SELECTOR", default={})
+BINDERY_K8S_SESSION_TOLERATIONS = env.json("BINDERY_K8S_SESSION_TOLERATIONS", default=[])
+# Storage classes of users' (ReadWriteOnce) and teams' (ReadWriteMany) claims; "": default.
+BINDERY_K8S_STORAGE_CLASS = env.str("BINDERY_K8S_STORAGE_CLASS", default="")
+BINDERY_K8S_TEAM_STORAGE_CLASS = env.str("BINDERY_K8S_TEAM_STORAGE_CLASS", default="")
+BINDERY_K8S_VOLUME_SIZE = env.str("BINDERY_K8S_VOLUME_SIZE", default="10Gi")
+BINDERY_K8S_IMAGE_PULL_SECRET = env.str("BINDERY_K8S_IMAGE_PULL_SECRET", default="")

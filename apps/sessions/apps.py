@@ -10,7 +10,10 @@ class SessionsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from apps.sessions import receivers  # noqa: F401  (connects build_finished)
+        from apps.sessions import (
+            checks,  # noqa: F401  (registers the kubernetes session check)
+            receivers,  # noqa: F401  (connects build_finished)
+        )
         from apps.sessions.hub import HubClient
         from portal.health import register_check
 

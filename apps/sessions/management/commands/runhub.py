@@ -13,6 +13,12 @@ that hold when the stop is not clean:
   proven ours are signalled: the pid files and database of this hub directory, checked
   against ``/proc/<pid>`` (the hub's argv names this config file, the proxy's environment
   holds this hub's proxy token, a server's names its hub user and server).
+
+Both are the local backend's (``backend.name == "local"``). With the kubernetes backend the
+hub is a pod's main process: the kubelet supervises and restarts it (a watchdog would take
+a parent-less process for an orphan), its servers are pods it finds again after a restart
+(``cleanup_servers`` is off), and no server is a process here to clean up.
+``BINDERY_K8S_KUBECONFIG``, when set, is handed to KubeSpawner as ``KUBECONFIG``.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from apps.sessions.backends import get_session_backend
 from portal.hubconfig import (
     CONFIG_NAME,
     proxy_api_bind,
@@ -307,12 +314,14 @@ class Command(BaseCommand):
             self.stdout.write(str(write_hub_config()))
             return
         hub_dir = HubDir(Path(settings.BINDERY_HUB_DIR).resolve())
+        backend = get_session_backend()
+        local = backend.name == "local"  # servers are this machine's processes
 
         def say(message: str) -> None:
             self.stdout.write(f"hub: {message}")
             self.stdout.flush()
 
-        running = _stop_previous_hub(hub_dir, say) if hub_dir.path.is_dir() else None
+        running = _stop_previous_hub(hub_dir, say) if local and hub_dir.path.is_dir() else None
         binds = {
             "BINDERY_HUB_API_BIND": settings.BINDERY_HUB_API_BIND,
             "BINDERY_HUB_BIND": settings.BINDERY_HUB_BIND,
@@ -339,7 +348,12 @@ class Command(BaseCommand):
             )
         self.stderr.flush()
         os.chdir(path.parent)
-        _start_watchdog(hub_dir)
-        # exec, so the process manager's signals reach the hub (SIGTERM stops its servers)
+        if local:
+            _start_watchdog(hub_dir)
+        elif backend.name == "kubernetes" and settings.BINDERY_K8S_KUBECONFIG:
+            # KubeSpawner reads KUBECONFIG (else the pod's service account)
+            os.environ["KUBECONFIG"] = str(Path(settings.BINDERY_K8S_KUBECONFIG).resolve())
+        # exec, so the process manager's signals reach the hub (SIGTERM: it stops, and
+        # locally its servers with it)
         argv = [sys.executable, "-m", "jupyterhub", "--config", str(path)]
         os.execv(sys.executable, argv)  # noqa: S606 - fixed argv, no user input
