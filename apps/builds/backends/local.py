@@ -1151,7 +1151,7 @@ class LocalBuilder:
         with tempfile.TemporaryDirectory(prefix="bindery-postbuild-") as scratch:
             tmp = _SANDBOX_TMP if sandboxed else scratch
             # repo2docker's runtime contract as the session has it (docs/architecture.md and
-            # sessions/backends/local/spawner.py get_env): the home is the repository, ~/.local/bin before
+            # sessions/spawner.py get_env): the home is the repository, ~/.local/bin before
             # the environment's bin, the environment under repo2docker's names, npm's global
             # prefix in the environment (`npm install -g` lands on the sessions' PATH).
             variables = {
