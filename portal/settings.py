@@ -7,6 +7,7 @@ database must be given and the HTTPS hardening is on.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
@@ -227,6 +228,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "cull-sessions": {"task": "apps.sessions.tasks.cull_sessions", "schedule": 60.0},
     "prune-build-logs": {"task": "apps.builds.tasks.prune_build_logs", "schedule": 3600.0},
     "prune-environments": {"task": "apps.builds.tasks.prune_environments", "schedule": 3600.0},
+    "clean-build-pods": {"task": "apps.builds.tasks.clean_build_pods", "schedule": 300.0},
 }
 CELERY_TIMEZONE = "UTC"
 
@@ -507,19 +509,53 @@ BINDERY_SWH_POLL_INTERVAL = env.float("BINDERY_SWH_POLL_INTERVAL", default=5.0)
 BINDERY_BUILD_PYTHON = env.str("BINDERY_BUILD_PYTHON", default="")
 BINDERY_UV_BIN = env.str("BINDERY_UV_BIN", default="")
 
-# --- Kubernetes sessions (temporary: merged with the builder's block) ---------------------
-# Read by apps.sessions.backends.kubernetes when BINDERY_BACKEND=kubernetes; checked by
-# `manage.py check` (apps.sessions.checks). The lead merges this with the builder's block.
+# --- Kubernetes backend (BINDERY_BACKEND=kubernetes) -----------------------------------------
+# Read by apps.builds.backends.kubernetes (builds) and the session backend; checked by
+# `manage.py check` (apps.builds.checks) only when the backend is in use.
+
+
+def _k8s_json(name: str, default: object) -> object:
+    """A JSON setting; malformed JSON is kept as the text, for the system check to name."""
+    raw = env.str(name, default="")
+    if not raw.strip():
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
 BINDERY_K8S_NAMESPACE = env.str("BINDERY_K8S_NAMESPACE", default="bindery")
 BINDERY_K8S_KUBECONFIG = env.str("BINDERY_K8S_KUBECONFIG", default="")  # "": in-cluster
-BINDERY_K8S_API_TIMEOUT = env.float("BINDERY_K8S_API_TIMEOUT", default=10.0)  # per API call
-# Where built images are pushed; the hub's spawner runs no image outside it.
+BINDERY_K8S_API_TIMEOUT = env.float("BINDERY_K8S_API_TIMEOUT", default=10.0)
+BINDERY_K8S_BUILD_IMAGE = env.str(
+    "BINDERY_K8S_BUILD_IMAGE", default="quay.io/jupyterhub/repo2docker:2024.07.0"
+)
+BINDERY_K8S_BUILD_NODE_SELECTOR = _k8s_json("BINDERY_K8S_BUILD_NODE_SELECTOR", {})
+BINDERY_K8S_BUILD_TOLERATIONS = _k8s_json("BINDERY_K8S_BUILD_TOLERATIONS", [])
+BINDERY_K8S_BUILD_CPU_REQUEST = env.str("BINDERY_K8S_BUILD_CPU_REQUEST", default="500m")
+BINDERY_K8S_BUILD_CPU_LIMIT = env.str("BINDERY_K8S_BUILD_CPU_LIMIT", default="2")
+BINDERY_K8S_BUILD_MEMORY_REQUEST = env.str("BINDERY_K8S_BUILD_MEMORY_REQUEST", default="1Gi")
+BINDERY_K8S_BUILD_MEMORY_LIMIT = env.str("BINDERY_K8S_BUILD_MEMORY_LIMIT", default="4Gi")
+BINDERY_K8S_BUILD_TIMEOUT = env.int("BINDERY_K8S_BUILD_TIMEOUT", default=BINDERY_BUILD_TIMEOUT)
+BINDERY_K8S_BUILD_PENDING_TIMEOUT = env.int("BINDERY_K8S_BUILD_PENDING_TIMEOUT", default=300)
+BINDERY_K8S_DOCKER_SOCKET = env.str("BINDERY_K8S_DOCKER_SOCKET", default="/var/run/docker.sock")
+BINDERY_K8S_BUILD_POD_TTL = env.int("BINDERY_K8S_BUILD_POD_TTL", default=3600)
+BINDERY_REGISTRY_URL = env.str("BINDERY_REGISTRY_URL", default="").rstrip("/")
 BINDERY_REGISTRY_PREFIX = env.str("BINDERY_REGISTRY_PREFIX", default="")
-# JSON: {"label": "value"} and [{"key": ..., "effect": ...}] for session pods.
-BINDERY_K8S_SESSION_NODE_SELECTOR = env.json("BINDERY_K8S_SESSION_NODE_SELECTOR", default={})
-BINDERY_K8S_SESSION_TOLERATIONS = env.json("BINDERY_K8S_SESSION_TOLERATIONS", default=[])
-# Storage classes of users' (ReadWriteOnce) and teams' (ReadWriteMany) claims; "": default.
-BINDERY_K8S_STORAGE_CLASS = env.str("BINDERY_K8S_STORAGE_CLASS", default="")
+BINDERY_REGISTRY_USERNAME = env.str("BINDERY_REGISTRY_USERNAME", default="")
+BINDERY_REGISTRY_PASSWORD = env.str("BINDERY_REGISTRY_PASSWORD", default="")
+BINDERY_REGISTRY_PUSH_SECRET = env.str("BINDERY_REGISTRY_PUSH_SECRET", default="")
+# Sessions on the cluster (KubeSpawner).
+BINDERY_K8S_SESSION_NODE_SELECTOR = _k8s_json("BINDERY_K8S_SESSION_NODE_SELECTOR", {})
+BINDERY_K8S_SESSION_TOLERATIONS = _k8s_json("BINDERY_K8S_SESSION_TOLERATIONS", [])
+BINDERY_K8S_STORAGE_CLASS = env.str("BINDERY_K8S_STORAGE_CLASS", default="")  # "": the default
 BINDERY_K8S_TEAM_STORAGE_CLASS = env.str("BINDERY_K8S_TEAM_STORAGE_CLASS", default="")
 BINDERY_K8S_VOLUME_SIZE = env.str("BINDERY_K8S_VOLUME_SIZE", default="10Gi")
 BINDERY_K8S_IMAGE_PULL_SECRET = env.str("BINDERY_K8S_IMAGE_PULL_SECRET", default="")
+if PRODUCTION and BINDERY_BACKEND == "kubernetes" and not BINDERY_REGISTRY_PREFIX:
+    raise ImproperlyConfigured(
+        "BINDERY_REGISTRY_PREFIX must be set when BINDERY_BACKEND=kubernetes and "
+        "BINDERY_ENV=production: it says where built images are pushed "
+        "(e.g. registry.example.org/bindery/)"
+    )

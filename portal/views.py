@@ -22,7 +22,8 @@ def badge(request: HttpRequest, logo: bool) -> HttpResponse:
 
 def versions(request: HttpRequest) -> JsonResponse:
     """As mybinder's /versions: what builds and serves environments here, and (local
-    backend) the Pythons a runtime.txt can ask for, each with the base set it gets."""
+    backend) the Pythons a runtime.txt can ask for, each with the base set it gets, or
+    (kubernetes backend) repo2docker's image."""
     from apps.builds.backends.base import builder_version
 
     body: dict[str, object] = {
@@ -31,6 +32,9 @@ def versions(request: HttpRequest) -> JsonResponse:
         "jupyterhub": version("jupyterhub"),
         "backend": settings.BINDERY_BACKEND,
     }
+    if settings.BINDERY_BACKEND == "kubernetes":
+        # mybinder's /versions names repo2docker's image the same way.
+        body["builder_info"] = {"build_image": settings.BINDERY_K8S_BUILD_IMAGE}
     if settings.BINDERY_BACKEND == "local":
         from apps.builds.backends.local import default_interpreter, usable_interpreters
 

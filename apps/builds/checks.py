@@ -1,4 +1,5 @@
-"""System checks (``manage.py check``, and every process start) for the build sandbox."""
+"""System checks (``manage.py check``, and every process start): the build sandbox, and the
+kubernetes backend's settings when it is in use."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from django.conf import settings
 from django.core import checks
 
 from apps import sandbox
+from apps.builds.backends.kubernetes.options import problems  # imports no kubernetes client
 
 
 @checks.register(checks.Tags.security)
@@ -39,3 +41,37 @@ def sandbox_check(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMe
             )
         ]
     return []
+
+
+@checks.register()
+def kubernetes_check(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """With BINDERY_BACKEND=kubernetes: every builder setting is usable (bindery.E020, one
+    error each), and what is allowed but probably unmeant is said (W020: pushing without
+    credentials; W021: a build timeout the task limit cuts short). Contacts nothing."""
+    if settings.BINDERY_BACKEND != "kubernetes":
+        return []
+    found: list[checks.CheckMessage] = [
+        checks.Error(problem, hint="See .env.example, 'Kubernetes backend'.", id="bindery.E020")
+        for problem in problems(settings)
+    ]
+    if not settings.BINDERY_REGISTRY_PUSH_SECRET:
+        found.append(
+            checks.Warning(
+                "BINDERY_REGISTRY_PUSH_SECRET is empty: build pods push images with no "
+                "credentials, which only a registry open to anonymous pushes accepts.",
+                hint="Name a kubernetes.io/dockerconfigjson Secret with push access.",
+                id="bindery.W020",
+            )
+        )
+    k8s_timeout = settings.BINDERY_K8S_BUILD_TIMEOUT
+    if isinstance(k8s_timeout, int | float) and k8s_timeout > settings.BINDERY_BUILD_TIMEOUT:
+        found.append(
+            checks.Warning(
+                f"BINDERY_K8S_BUILD_TIMEOUT ({k8s_timeout} s) is longer than "
+                f"BINDERY_BUILD_TIMEOUT ({settings.BINDERY_BUILD_TIMEOUT} s), which bounds "
+                "every build: builds stop at the shorter one.",
+                hint="Raise BINDERY_BUILD_TIMEOUT too.",
+                id="bindery.W021",
+            )
+        )
+    return found

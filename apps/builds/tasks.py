@@ -51,6 +51,24 @@ def prune_environments() -> int:
     from apps.builds.selectors import environment_keys_in_use
 
     if settings.BINDERY_BACKEND != "local":
+        # kubernetes: environments are images in the registry, pruned by its own retention
+        # policy (the portal neither owns nor can measure them); finished build pods go with
+        # clean_build_pods.
         return 0
     budget = disk.parse_size(settings.BINDERY_BUILD_DISK_BUDGET)
     return len(disk.prune(budget, environment_keys_in_use()).removed)
+
+
+@shared_task(acks_late=True, soft_time_limit=240, time_limit=270)
+def clean_build_pods() -> list[str]:
+    """kubernetes backend: delete build pods finished more than BINDERY_K8S_BUILD_POD_TTL
+    ago (and abandoned ones), and credential Secrets nothing needs. Returns the names of the
+    pods deleted ([] with another backend); safe to run twice and beside running builds."""
+    if settings.BINDERY_BACKEND != "kubernetes":
+        return []
+    from apps.builds.backends.kubernetes.cleaner import clean_build_pods as clean
+    from apps.builds.backends.kubernetes.cluster import Cluster, core_api
+    from apps.builds.backends.kubernetes.options import BuildOptions
+
+    options = BuildOptions.from_settings()
+    return clean(Cluster(core_api(), options.namespace, options.api_timeout), options)

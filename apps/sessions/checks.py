@@ -31,11 +31,8 @@ def _problems() -> list[str]:
     from kubernetes.utils import parse_quantity
 
     found = []
-    if not settings.BINDERY_REGISTRY_PREFIX:
-        found.append(
-            "BINDERY_REGISTRY_PREFIX is empty: the hub's spawner runs only images under it "
-            "(where builds push, e.g. registry.example.org/bindery/), so no session could start."
-        )
+    # BINDERY_REGISTRY_PREFIX (the only images the hub's spawner runs) is the builder's
+    # check, bindery.E020: both sides need it, one error says so.
     if not _DNS_LABEL.fullmatch(str(settings.BINDERY_K8S_NAMESPACE)):
         found.append(
             f"BINDERY_K8S_NAMESPACE ({settings.BINDERY_K8S_NAMESPACE!r}) is not a DNS label."

@@ -69,6 +69,7 @@ def get_builder() -> Builder:
 
     path = {
         "local": "apps.builds.backends.local.LocalBuilder",
+        "kubernetes": "apps.builds.backends.kubernetes.builder.KubernetesBuilder",
     }.get(settings.BINDERY_BACKEND, settings.BINDERY_BACKEND)
     builder: Callable[[], Builder] = import_string(path)
     return builder()
@@ -82,4 +83,8 @@ def builder_version() -> str:
         from apps.builds.backends import local
 
         return f"bindery-local:{getattr(local, 'BUILDER_VERSION', 'unknown')}"
+    if settings.BINDERY_BACKEND == "kubernetes":
+        from apps.builds.backends.kubernetes import names
+
+        return f"bindery-kubernetes:{names.BUILDER_VERSION} {settings.BINDERY_K8S_BUILD_IMAGE}"
     return str(settings.BINDERY_BACKEND)

@@ -674,7 +674,7 @@ def test_check_passes_with_the_kubernetes_settings(kube: KubeDouble) -> None:
 
 def test_check_errors_without_a_registry_prefix(kube: KubeDouble, settings: Any) -> None:
     settings.BINDERY_REGISTRY_PREFIX = ""
-    with pytest.raises(SystemCheckError, match=r"bindery\.E030.*BINDERY_REGISTRY_PREFIX"):
+    with pytest.raises(SystemCheckError, match=r"bindery\.E020.*BINDERY_REGISTRY_PREFIX"):
         call_command("check")
 
 
