@@ -536,9 +536,11 @@ def _split(rel: str) -> list[str]:
     return parts
 
 
-def read_nofollow(root: str | Path, rel: str, *, limit: int = 64 * 1024 * 1024) -> bytes:
+def read_nofollow(root: str | Path, rel: str, *, limit: int = 64 * 1024 * 1024,
+                  tail: bool = False) -> bytes:  # fmt: skip
     """The content of the regular file ``root/rel``; raises OSError when any part of the
-    path is a symlink (ELOOP/ENOTDIR), it is not a regular file, or it is over ``limit``."""
+    path is a symlink (ELOOP/ENOTDIR), it is not a regular file, or it is over ``limit``
+    (``tail``: its last ``limit`` bytes instead)."""
     parts = _split(rel)
     parent = open_dir(root, parts[:-1])
     try:
@@ -550,9 +552,13 @@ def read_nofollow(root: str | Path, rel: str, *, limit: int = 64 * 1024 * 1024) 
         st = os.fstat(fh.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, f"{rel} is not a regular file")
+        if tail and st.st_size > limit:
+            fh.seek(st.st_size - limit)
         data = fh.read(limit + 1)
     if len(data) > limit:
-        raise OSError(errno.EFBIG, f"{rel} is larger than {limit} bytes")
+        if not tail:
+            raise OSError(errno.EFBIG, f"{rel} is larger than {limit} bytes")
+        data = data[-limit:]  # it grew while being read
     return data
 
 

@@ -45,7 +45,8 @@ cache and none of the portal's own directories. Otherwise the environment and th
 are bound each on its own and uv copies (``UV_LINK_MODE=copy``; the build log says why).
 Everything under BINDERY_BUILD_DIR is thus visible and writable to a build, other
 environments and the cache included: it isolates the portal from builds, not builds from
-each other. postBuild gets only its environment and the checkout.
+each other. postBuild gets only its environment, the checkout and a temporary directory of
+its own (on disk: its TMPDIR and tool caches).
 
 Network: a build's sandboxed commands (every uv command, postBuild) run in a network
 namespace of the build's own (``apps.netns``, as sessions do): outbound IPv4 through pasta,
@@ -98,7 +99,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from apps import cgroups, netns, sandbox
-from apps.builds.backends import disk, sandboxing, store
+from apps.builds.backends import disk, progress, sandboxing, store
 from apps.builds.backends.base import BuildRequest, BuildResult, LogSink
 from apps.builds.backends.config import BuildPlan, read_plan
 from apps.repos.fetch import fetch
@@ -187,8 +188,10 @@ def default_interpreter() -> Interpreter:
     )
     found = _probe(candidate) or _probe(sys.executable)
     if found is None:
+        log.error("the build interpreter %s (BINDERY_BUILD_PYTHON) does not run", candidate)
         raise BackendError(
-            f"The build interpreter {candidate} does not run.", code="BUILD_PYTHON_MISSING"
+            "This machine's Python for builds does not run; the operators have the details.",
+            code="BUILD_PYTHON_MISSING",
         )
     return found
 
@@ -432,13 +435,15 @@ class _Job:
         phase: str = "building",
         pass_fds: Sequence[int] = (),
         preexec: Callable[[], None] | None = None,
+        output: progress.Output | None = None,
     ) -> tuple[int, list[str]]:
         """Run ``argv`` in its own process group, streaming every line to the log.
 
-        Returns (exit status, last lines). On cancel or timeout the whole process group is
-        killed and BUILD_CANCELLED / BUILD_TIMEOUT raised. A line is read
+        Returns (exit status, last lines logged). On cancel or timeout the whole process
+        group is killed and BUILD_CANCELLED / BUILD_TIMEOUT raised. A line is read
         ``_MAX_LINE`` bytes at a time at most: a child printing without newlines cannot make
-        the worker hold more.
+        the worker hold more. ``output`` (``progress``) rewords or leaves out each line and
+        adds progress lines while the child is quiet.
         """
         self.check()
         proc = subprocess.Popen(
@@ -460,6 +465,8 @@ class _Job:
         open_streams, exited_at = 2, 0.0
         try:
             while open_streams:
+                if output is not None and (note := output.tick()):
+                    self.say(note, phase=phase)
                 try:
                     name, raw = lines.get(timeout=0.1)
                 except queue.Empty:
@@ -474,9 +481,10 @@ class _Job:
                     open_streams -= 1
                     continue
                 for part in raw.decode(errors="replace").replace("\r", "\n").splitlines():
-                    if part.strip():
-                        tail.append(part)
-                        self.say(part, phase=phase, stream=name)
+                    text = part if output is None or not part.strip() else output.line(part)
+                    if text and text.strip():
+                        tail.append(text)
+                        self.say(text, phase=phase, stream=name)
             while True:
                 try:
                     proc.wait(timeout=0.1)
@@ -488,6 +496,8 @@ class _Job:
             proc.wait()
             raise
         _kill_group(proc)
+        if output is not None and (note := output.end(proc.returncode)):
+            self.say(note, phase=phase)
         return proc.returncode, list(tail)
 
 
@@ -590,10 +600,12 @@ class _Steps:
         input_text: str | None = None,
         timeout: float | None = None,
         own_view: bool = False,
+        output: progress.Output | None = None,
     ) -> tuple[int, list[str]]:
         """Run ``argv`` (streamed to the log, or with ``input_text`` captured quietly);
         returns (status, last lines). ``own_view``: only ``writable`` and the checkout are
-        writable (postBuild), not the build directory uv needs."""
+        writable (postBuild), not the build directory uv needs. ``output``: see
+        ``_Job.run``."""
         env = {**self.variables, **(variables or {})}
         if self.slot is not None and not trusted:
             # never the shared cache: the build's farm of it, or none
@@ -606,7 +618,7 @@ class _Steps:
         if self.slot is None:
             if input_text is not None:
                 return _capture(list(argv), env, where, input_text, timeout)
-            return self.job.run(argv, cwd=where, env=env)
+            return self.job.run(argv, cwd=where, env=env, output=output)
         spec = self.spec(
             trusted=trusted, chdir=where, variables=env, writable=writable, own_view=own_view
         )
@@ -615,7 +627,7 @@ class _Steps:
             if input_text is not None:
                 return _capture(command, {}, Path("/"), input_text, timeout, prepared.pass_fds)
             return self.job.run(command, cwd=Path("/"), env={}, pass_fds=prepared.pass_fds,
-                                preexec=_build_limits(self.limits))  # fmt: skip
+                                preexec=_build_limits(self.limits), output=output)  # fmt: skip
 
     def spec(
         self,
@@ -881,10 +893,16 @@ class LocalBuilder:
         where = f"{plan.config_dir}/" if plan.config_dir else "the repository root"
         files = ", ".join(plan.config_files) or "none (only the base packages)"
         job.say(f"Configuration from {where}: {files}")
-        job.say(f"Python {interpreter.version} ({interpreter.path})")
+        job.say(f"Python {interpreter.version}")
         name, lines = self.base_set(interpreter)
-        job.say(f"Base packages ({name}): {', '.join(lines)}")
-        job.say(f"Environment key {key}")
+        job.say(f"Base packages: {', '.join(lines)}")
+        # Host paths and the key are for operators, not the build log: the key is on the
+        # build's receipt once it is ready, the interpreter and base set in the
+        # environment's record (store.env_record_path).
+        log.info(
+            "build %s: environment %s, Python %s (%s), base set %s",
+            job.request.build_id, key, interpreter.version, interpreter.path, name,
+        )  # fmt: skip
 
     def _environment(
         self, job: _Job, key: str, plan: BuildPlan, interpreter: Interpreter, checkout: Path
@@ -981,7 +999,7 @@ class LocalBuilder:
                                  "python"), "--compile-bytecode", *self._index_args(), "-r",
                                  str(env / ".bindery" / "requirements.in")], "INSTALL_FAILED",
                                  trusted=False, variables={"UV_CACHE_DIR": str(farm),
-                                 "UV_LINK_MODE": "copy"})  # fmt: skip
+                                 "UV_LINK_MODE": "copy"}, env=env)  # fmt: skip
                     else:
                         sandboxing.hand_over(env, slot.uid)
                 else:
@@ -989,16 +1007,18 @@ class LocalBuilder:
                     self._uv(job, steps, ["pip", "install", "--python", str(env / "bin" / "python"),
                                           "--compile-bytecode", *self._index_args(), "-r",
                                           str(env / ".bindery" / "requirements.in")],
-                             "INSTALL_FAILED", trusted=True)  # fmt: skip
+                             "INSTALL_FAILED", trusted=True, env=env)  # fmt: skip
                 present = dict(sandboxing.packages(env))
                 drop = [
                     name for name in DROPPED_PACKAGES
                     if name not in plan.requirement_names and name in present
                 ]  # fmt: skip
                 if drop:
+                    job.say(f"Removing {', '.join(drop)}: Jupyter works without it, and "
+                            "importing it would slow down every server start")  # fmt: skip
                     self._uv(job, steps, ["pip", "uninstall", "--python",
                                           str(env / "bin" / "python"), *drop], "INSTALL_FAILED",
-                             trusted=False, variables={"UV_NO_CACHE": "1"})  # fmt: skip
+                             trusted=False, variables={"UV_NO_CACHE": "1"}, env=env)  # fmt: skip
             if slot is not None and not built_from_source:
                 with job.timed("bytecode"):
                     self._compile(job, steps, env, interpreter)
@@ -1074,7 +1094,7 @@ class LocalBuilder:
         with steps.job.timed("venv"):
             self._uv(steps.job, steps, ["venv", "--no-project", "--allow-existing", "--python",
                                         steps.interpreter.path, str(env)],
-                     "ENVIRONMENT_FAILED", trusted=trusted)  # fmt: skip
+                     "ENVIRONMENT_FAILED", trusted=trusted, env=env)  # fmt: skip
 
     @staticmethod
     def _write_requirements(env: Path, wanted: str) -> None:
@@ -1087,15 +1107,19 @@ class LocalBuilder:
         self._write_requirements(env, wanted)
         args = ["pip", "install", "--python", str(env / "bin" / "python"), "--no-build",
                 *self._index_args(), "-r", str(env / ".bindery" / "requirements.in")]  # fmt: skip
-        status, tail = steps.run([uv_binary(), *args], trusted=True)
+        # uv's error, when it fails, is held back: the install from source says it again if
+        # it is still one, and a transient one becomes the build's error
+        reader = progress.UvOutput(_places(steps, env), hold_errors=True)
+        status, tail = steps.run([uv_binary(), *args], trusted=True, output=reader)
         if status == 0:
             return True
+        tail = [*tail, *reader.held][-40:]
         text = "\n".join(tail)
         if any(marker in text for marker in _TRANSIENT):
             self._fail_uv(tail, "INSTALL_FAILED")
         job.say(
-            "Some packages are built from source: they are installed again, as the build's "
-            "own unprivileged user, with the shared cache read-only"
+            "Not every package could be installed from a wheel: installing again, building "
+            "from source as the build's own unprivileged user, with the shared cache read-only"
         )
         return False
 
@@ -1105,8 +1129,11 @@ class LocalBuilder:
         sites = [str(p) for p in sorted(env.glob("lib/python*/site-packages"))]
         if not sites:
             return
-        argv = [str(env / "bin" / "python"), "-m", "compileall", "-q", "-j", "0", *sites]
-        status, tail = steps.run(argv, trusted=False, chdir=env)
+        # Not -q: compileall names each file it compiles, which progress.CompileOutput counts
+        # (unbuffered: the workers' lines then arrive whole and as they come).
+        argv = [str(env / "bin" / "python"), "-u", "-m", "compileall", "-j", "0", *sites]
+        reader = progress.CompileOutput(_places(steps, env, *((site, "") for site in sites)))
+        status, tail = steps.run(argv, trusted=False, chdir=env, output=reader)
         if status != 0:
             job.warn(
                 "Byte-compiling some packages failed; they are compiled when imported "
@@ -1148,8 +1175,17 @@ class LocalBuilder:
         checkout = steps.checkout
         script = str(checkout / plan.postbuild)
         sandboxed = steps.sandboxed
-        with tempfile.TemporaryDirectory(prefix="bindery-postbuild-") as scratch:
-            tmp = _SANDBOX_TMP if sandboxed else scratch
+        # postBuild's TMPDIR and tool caches: a directory on disk of the build's own, bound into
+        # the sandbox at the same path. On disk, not the sandbox's tmpfs /tmp: without swap a
+        # tmpfs is memory the build's cgroup cannot reclaim (npm's and yarn's caches of a
+        # JupyterLab build are hundreds of MB), and what a failed step left there (JupyterLab's
+        # debug log) can still be read afterwards (_postbuild_failure). Removed afterwards
+        # (shutil.rmtree follows no symlink).
+        scratch = tempfile.mkdtemp(prefix="bindery-postbuild-")
+        try:
+            if steps.slot is not None:
+                os.chown(scratch, steps.slot.uid, steps.slot.uid)
+            tmp = scratch
             # repo2docker's runtime contract as the session has it (docs/architecture.md and
             # sessions/spawner.py get_env): the home is the repository, ~/.local/bin before
             # the environment's bin, the environment under repo2docker's names, npm's global
@@ -1174,8 +1210,12 @@ class LocalBuilder:
                 "PIP_DISABLE_PIP_VERSION_CHECK": "1",
                 "PIP_NO_INPUT": "1",
                 "TMPDIR": tmp,
-                "XDG_CACHE_HOME": f"{tmp}/.cache",
+                "XDG_CACHE_HOME": f"{tmp}/.cache",  # yarn 1's cache, pip's, ...
                 "npm_config_cache": f"{tmp}/.npm",
+                # yarn 2+ (JupyterLab's jlpm) keeps a mirror of every package it fetches in
+                # ~/.yarn/berry: in the home, the checkout, it would be recorded in the overlay
+                # and copied into every session's working copy (~150 MB for one extension).
+                "YARN_GLOBAL_FOLDER": f"{tmp}/.yarn-berry",
                 **{k: v for k in _PASSED_ENV if (v := os.environ.get(k))},
             }
             if sandboxed:
@@ -1184,10 +1224,12 @@ class LocalBuilder:
                 job.warn(f"{plan.postbuild} ran without a sandbox (BINDERY_SANDBOX is off).")
             status, tail = steps.run(
                 sandbox.script_command(script), trusted=False, chdir=checkout,
-                variables=variables, writable=(env,), own_view=True,
+                variables=variables, writable=(env, Path(scratch)), own_view=True,
             )  # fmt: skip
+            last = _postbuild_failure(job, Path(scratch), tail) if status != 0 else ""
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         if status != 0:
-            last = meaningful_line(tail)
             raise BackendError(
                 f"{plan.postbuild} failed with exit status {status}"
                 + (f": {last[:300]}" if last else "."),
@@ -1266,12 +1308,7 @@ class LocalBuilder:
                 job.warn(note)
         job.durations["total"] = round(time.monotonic() - job.started, 3)
         packages = tuple(sorted((str(n), str(v)) for n, v in env_record.get("packages", [])))
-        job.say(
-            f"Environment {key} ready"
-            + (" (reused: nothing was installed)" if reused else "")
-            + f" in {job.durations['total']:.1f} s",
-            phase="built",
-        )
+        job.say(_summary(job.durations, reused=reused), phase="built")
         return BuildResult(
             environment_key=key,
             environment_path=str(store.env_path(key)),
@@ -1360,7 +1397,8 @@ class LocalBuilder:
             writable = (*writable, farm_root)
         if copying:
             variables["UV_LINK_MODE"] = "copy"
-            job.say(f"Builds copy packages from the uv cache instead of hardlinking: {copying}.")
+            # why (directory settings and their paths) is for the operators' log
+            job.say("uv copies packages from its cache instead of hardlinking them (slower)")
             _log_once(f"Builds copy packages from the uv cache instead of hardlinking: {copying}.")
         job.say("uv runs in a bubblewrap sandbox, as an unprivileged user")
         return _Steps(job, interpreter, variables, writable, checkout, isolation, slot)
@@ -1381,8 +1419,17 @@ class LocalBuilder:
         *,
         trusted: bool,
         variables: dict[str, str] | None = None,
+        env: Path,
     ) -> None:
-        status, tail = steps.run([uv_binary(), *args], trusted=trusted, variables=variables)
+        """Run uv with ``args`` for the environment ``env``, its output reworded for the log
+        (``progress.UvOutput``); raises BackendError ``code`` when it fails."""
+        reader = progress.UvOutput(
+            _places(steps, env), compiles="--compile-bytecode" in args,
+            doing="Resolving dependencies" if args[:2] == ["pip", "install"] else None,
+        )  # fmt: skip
+        status, tail = steps.run(
+            [uv_binary(), *args], trusted=trusted, variables=variables, output=reader
+        )
         if status != 0:
             self._fail_uv(tail, code)
 
@@ -1410,21 +1457,124 @@ class LocalBuilder:
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b[@-Z\\-_]")
 _SPINNER = re.compile(r"^[\s\-\\|/⠀-⣿.·•]*$")
+# Python's warnings module: "<file>:<line>: <Category>: <message>", then the source line, indented
+_WARNING = re.compile(r"^\S.*?:\d+: (?:[A-Z]\w*)?Warning: (.+)$")
+# JupyterLab's last words when its build failed: where its debug log (yarn's output) is
+_JUPYTERLAB_DEBUG_LOG = re.compile(r"See the log file for details: (/\S+)")
+_DEBUG_LOG_BYTES = 8 * 1024 * 1024  # the end of the debug log read back, at most
+_DEBUG_LOG_LINES = 1000  # of which the last lines shown in the build log
+_YARN_FETCHING = "YN0013:"  # yarn 2+: "… can't be found in the cache and will be fetched …"
 
 
 def clean_line(line: str) -> str:
-    """``line`` without terminal escape codes or carriage-return redraws."""
-    return _ANSI.sub("", line.rsplit("\r", 1)[-1]).strip()
+    """``line`` without terminal escape codes, carriage-return redraws or characters rubbed
+    out with backspaces (how JupyterLab's build draws its spinner)."""
+    text = line.rsplit("\r", 1)[-1]
+    if "\b" in text:
+        kept: list[str] = []
+        for char in text:
+            if char != "\b":
+                kept.append(char)
+            elif kept:
+                kept.pop()
+        text = "".join(kept)
+    return _ANSI.sub("", text).strip()
 
 
 def meaningful_line(tail: Sequence[str]) -> str:
     """The last line of ``tail`` that says something: escape codes stripped, progress
-    spinners (``-\\|/``, braille) and blank lines skipped."""
-    for line in reversed(tail):
-        text = clean_line(line)
-        if text and not _SPINNER.match(text):
-            return text
+    spinners (``-\\|/``, braille, with or without backspaces) and blank lines skipped; a Python
+    warning counts as its message, and the source line Python prints under it is skipped."""
+    for index in range(len(tail) - 1, -1, -1):
+        text = clean_line(tail[index])
+        if not text or _SPINNER.match(text):
+            continue
+        if index and tail[index][:1] in (" ", "\t") and _WARNING.match(clean_line(tail[index - 1])):
+            continue
+        warning = _WARNING.match(text)
+        return warning.group(1).strip() if warning else text
     return ""
+
+
+def _postbuild_failure(job: _Job, scratch: Path, tail: Sequence[str]) -> str:
+    """Why postBuild failed, for its error message: ``meaningful_line(tail)``; but when its last
+    words point at a JupyterLab debug log in its temporary directory ``scratch`` (``jupyter lab
+    build`` and ``jupyter labextension install`` keep yarn's output there), the end of that log
+    is copied into the build log, as nobody can reach the file, and the reason is what
+    JupyterLab said before pointing at it ("RuntimeError: npm dependencies failed to install")."""
+    for index in range(len(tail) - 1, -1, -1):
+        found = _JUPYTERLAB_DEBUG_LOG.search(clean_line(tail[index]))
+        if found:
+            break
+    else:
+        return meaningful_line(tail)
+    path = Path(os.path.normpath(found.group(1)))
+    if path.parent == scratch:
+        try:  # a file the build wrote: read as root without following a symlink
+            data = sandbox.read_nofollow(scratch, path.name, limit=_DEBUG_LOG_BYTES, tail=True)
+        except OSError:
+            data = b""
+        lines = [clean_line(line) for line in data.decode(errors="replace").splitlines()]
+        if len(data) >= _DEBUG_LOG_BYTES:
+            lines = lines[1:]  # cut mid-line
+        # yarn reprints its progress: every line once, without its lines saying a package is
+        # being downloaded (thousands in a JupyterLab build)
+        kept = list(dict.fromkeys(t for t in lines if t and _YARN_FETCHING not in t))
+        if kept:
+            job.say(
+                f"JupyterLab's debug log {path.name} ends (repeated lines and yarn's download "
+                "progress left out):",
+                stream="stderr",
+            )
+            for line in kept[-_DEBUG_LOG_LINES:]:
+                job.say(line, stream="stderr")
+    return meaningful_line(tail[:index]) or meaningful_line(tail)
+
+
+# The steps the last line of a build names, with how long each took (job.durations' keys).
+_SUMMARY_STEPS = (
+    ("lock_wait", "waiting for another build"), ("fetch", "fetching"),
+    ("install", "installing packages"), ("bytecode", "compiling bytecode"),
+    ("postbuild", "postBuild"),
+)  # fmt: skip
+
+
+def _summary(durations: dict[str, float], *, reused: bool) -> str:
+    """The build's last line: ``Built in 14.2 s (fetching 0.3 s, installing packages
+    9.8 s, …)``, or that it installed nothing."""
+    total = progress.seconds(durations.get("total", 0.0))
+    if reused:
+        return f"Done in {total}: the environment was reused, nothing was installed"
+    steps = [
+        f"{label} {progress.seconds(durations[name])}"
+        for name, label in _SUMMARY_STEPS
+        if durations.get(name, 0.0) >= 0.1
+    ]
+    return f"Built in {total}" + (f" ({', '.join(steps)})" if steps else "")
+
+
+def _places(steps: _Steps, env: Path, *relative: tuple[str | Path, str]) -> progress.Places:
+    """The host paths uv and compileall print for ``env``, as the build log names them:
+    the repository's files by their path in it, ``relative`` (dir, prefix) likewise, the
+    rest by what they are."""
+    python = f"Python {steps.interpreter.version}"
+    cache = Path(settings.BINDERY_UV_CACHE_DIR)
+    return progress.Places(
+        names=[
+            (env / ".bindery" / "requirements.in", "the combined requirements"),
+            (env, "<environment>"),
+            (steps.checkout, "the repository"),
+            (steps.interpreter.path, python),
+            (steps.interpreter.prefix, f"<{python}>"),
+            (cache, "<uv cache>"),
+            (cache.parent / sandboxing.FARMS, "<uv cache>"),
+            (store.envs_dir(), "<environments>"),
+            (store.checkouts_dir(), "<checkouts>"),
+            (str(getattr(settings, "BINDERY_BUILD_DIR", "")), "<build directory>"),
+            (str(settings.VAR_DIR), "<portal data>"),
+        ],
+        prefixes=[(steps.checkout, ""), *relative],
+    )
 
 
 def _quiet_jupyterlab(env: Path) -> None:

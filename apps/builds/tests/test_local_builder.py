@@ -9,7 +9,9 @@ and is shared by the tests that need a real Jupyter environment.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +26,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.test import override_settings
 
+from apps.builds.api.serializers import receipt_for
 from apps.builds.backends import disk, store
 from apps.builds.backends.base import BuildRequest, BuildResult
 from apps.builds.backends.config import read_plan
@@ -33,6 +36,8 @@ from apps.builds.backends.local import (
     find_interpreter,
     sandbox_mode,
 )
+from apps.builds.models import Build
+from apps.builds.services import result_to_json
 from apps.builds.tests.helpers import (
     SMALL_BASE,
     Gate,
@@ -51,7 +56,8 @@ from portal.errors import BackendError
 
 pytestmark = pytest.mark.build
 
-UV_LINES = ("Resolved ", "Installed ", "Using Python", "Creating virtual environment")
+# What an install says in the build log (uv's milestones, reworded by backends.progress).
+UV_LINES = ("Resolved ", "Installed ", "Creating the virtual environment", "Compiled bytecode")
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -204,6 +210,72 @@ def test_requirements_txt_builds_a_jupyter_environment(jupyter_build):
     assert phases.index("building") > phases.index("fetching")
     assert any(line.startswith(" + tabulate==0.9.0") for line in log.text.splitlines())
     assert LocalBuilder().environment_exists(result)
+
+
+def internal_values(result: BuildResult) -> tuple[str, ...]:
+    """What a build log must not show: host paths, the environment's key."""
+    interpreter = default_interpreter()
+    return (
+        "/root", str(django_settings.VAR_DIR), str(django_settings.BINDERY_BUILD_DIR),
+        str(django_settings.BINDERY_CHECKOUTS_DIR), result.environment_key,
+        result.environment_path, result.checkout_path, interpreter.path, interpreter.prefix,
+    )  # fmt: skip
+
+
+def test_the_build_log_shows_package_progress_and_no_host_path_or_key(jupyter_build):
+    result, log = jupyter_build
+    lines = [line for _, _, line in log.lines]
+    # up to postBuild, and the last line: what postBuild prints is the repository's own
+    # (this one prints its python's path, and the paths it probes)
+    starts = ("Running postBuild", "Warning: postBuild ran without")
+    postbuild = next(i for i, line in enumerate(lines) if line.startswith(starts))
+    said = lines[:postbuild] + lines[-1:]
+    text = "\n".join(said)
+    interpreter = default_interpreter()
+    for value in internal_values(result):
+        assert value not in text, value
+    assert f"Python {interpreter.version}" in said
+    assert not [line for line in said if " at: " in line]  # uv's "… environment at: <path>"
+
+    # uv's own counts, from its real output: everything resolved is installed, and the one
+    # package dropped afterwards (rfc3987-syntax) is why the environment has one fewer
+    def first(what: str) -> tuple[int, int]:
+        """(line number, count) of the first line saying ``what`` N … in <duration>."""
+        pattern = re.compile(rf"{what} ([\d,]+) \w+ in (\d+ min )?\d+(\.\d)? m?s$")
+        found = [(i, m[1]) for i, line in enumerate(said) if (m := pattern.match(line))]
+        assert found, f"no {what} line"
+        return found[0][0], int(found[0][1].replace(",", ""))
+
+    resolved_at, resolved_count = first("Resolved")
+    installed_at, installed_count = first("Installed")
+    compiled_at, compiled_count = first("Compiled bytecode:")
+    assert resolved_count == installed_count == len(result.packages) + 1
+    assert "Uninstalled 1 package in" in text and " - rfc3987-syntax==" in text
+    assert compiled_count > 1000  # jupyterlab's, jupyterhub's, ipykernel's and theirs
+    assert resolved_at < installed_at < compiled_at
+    # the last line: how long the build took, and its steps
+    phase, _, last = log.lines[-1]
+    assert phase == "built" and re.match(r"Built in .+ s \(.*installing packages \d", last)
+
+
+def test_the_environment_key_and_interpreter_are_kept_for_support_not_in_the_log(
+    git_host: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    repo = git_host.create_repo(unique("support"), {"requirements.txt": "tabulate==0.9.0\n"})
+    with caplog.at_level(logging.INFO, logger="apps.builds.backends.local"):
+        result, log = build(resolved(git_host, repo))
+    interpreter = default_interpreter()
+    for value in internal_values(result):
+        assert value not in log.text, value
+    # the operators' log has both, for a build that fails before it has a receipt
+    operators = "\n".join(record.getMessage() for record in caplog.records)
+    assert result.environment_key in operators and interpreter.path in operators
+    # the environment's record and the build's receipt keep them once it is built
+    record = store.env_record(result.environment_key)
+    assert record is not None
+    assert (record["key"], record["python"]) == (result.environment_key, interpreter.path)
+    receipt = receipt_for(Build(result=result_to_json(result)))
+    assert receipt is not None and receipt["environment_key"] == result.environment_key
 
 
 def result_commit(result: BuildResult) -> str:

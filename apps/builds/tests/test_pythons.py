@@ -121,7 +121,8 @@ def test_runtime_txt_python_launches_a_kernel_of_that_version(
         name, version = line.split("==")
         assert packages[name] == version, name  # this minor's own base set
     log = client.get(f"/api/v1/builds/{session.build_id}/log/").content.decode()
-    assert f"Base packages ({base_requirements_file(minor).name})" in log
+    pins = read_base_requirements(base_requirements_file(minor))
+    assert f"Base packages: {', '.join(pins)}" in log
 
     base = session.url.split(f"/{session.server_name}/", 1)[0] + f"/{session.server_name}"
     token = services.session_token(session)
