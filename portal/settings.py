@@ -20,7 +20,26 @@ from django.core.exceptions import ImproperlyConfigured
 from portal.sandbox_network import parse_networks
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-env = environ.FileAwareEnv()  # every variable also reads from <NAME>_FILE (mounted secrets)
+
+
+class _SecretFiles(environ.FileAwareMapping):
+    """``os.environ`` where ``<NAME>_FILE`` names a file holding NAME's value, with the
+    file's trailing whitespace stripped: a Secret made with ``kubectl create secret
+    --from-file`` from a file written by ``echo`` ends in a newline, which would otherwise
+    become part of DATABASE_URL or a token. A value set directly is kept as it is."""
+
+    def __getitem__(self, key: str) -> str:
+        value: str = super().__getitem__(key)
+        if key in self.files_cache or self.env.get(key + "_FILE"):
+            return value.rstrip()
+        return value
+
+
+class _FileAwareEnv(environ.FileAwareEnv):
+    ENVIRON = _SecretFiles()
+
+
+env = _FileAwareEnv()  # every variable also reads from <NAME>_FILE (mounted secrets)
 if (BASE_DIR / ".env").is_file():
     environ.Env.read_env(BASE_DIR / ".env")
 

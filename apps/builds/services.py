@@ -138,11 +138,18 @@ def _team_for(user: User, slug: str) -> Team | None:
 
 
 def _environment_still_there(build: Build) -> bool:
+    """Whether the ready build's environment can be used. A builder that cannot even be
+    made here (a misconfigured kubernetes backend: K8S_MISCONFIGURED) answers False: a new
+    build is requested, and the worker fails it with the builder's own code and message,
+    which the launch then shows, instead of the request raising out of the view."""
     if not build.result:
         return False
     try:
         return get_builder().environment_exists(result_from_json(build.result))
     except (TypeError, ValueError):
+        return False
+    except BackendError as exc:
+        log.warning("cannot check the environment of build %s: %s (%s)", build.pk, exc, exc.code)
         return False
 
 

@@ -91,21 +91,27 @@ class Failure:
         return asdict(self)
 
 
+# The kubernetes builder's own codes (apps.builds.backends.kubernetes): its pods
+# (BUILD_POD_*, under BUILD_), the registry it asks first, the API refusing a manifest, a
+# repository it cannot build.
+_BUILD_PREFIXES = ("BUILD_", "POSTBUILD", "CONFIG_", "NEEDS_", "UV_", "REGISTRY_")
+_BUILDING = {"RUNTIME_INVALID", "BINDER_DIR_CONFLICT", "SANDBOX_UNAVAILABLE", "K8S_REJECTED",
+             "UNSUPPORTED_BY_BACKEND"}  # fmt: skip
+
+
 def step_of(code: str, *, build_failed: bool = False) -> str:
-    """The step a failure with ``code`` belongs to (a failed build's: building)."""
-    if build_failed or code.startswith(("BUILD_", "POSTBUILD", "CONFIG_", "NEEDS_", "UV_")):
+    """The step a failure with ``code`` belongs to (a failed build's: building).
+
+    ``K8S_*`` codes come from both sides: a failed build's are building; a session's own
+    (K8S_UNAVAILABLE, K8S_FORBIDDEN, K8S_MISCONFIGURED: its volumes' claims, made as its
+    server starts) are launching."""
+    if build_failed or code.startswith(_BUILD_PREFIXES) or code in _BUILDING:
         return "building" if code not in _WAITING else "waiting"
     if code in _FETCHING:
         return "fetching"
-    if code in _LAUNCHING:
+    if code in _LAUNCHING or code.startswith("K8S_"):
         return "launching"
-    if code in _WAITING:
-        return "waiting"
-    return (
-        "building"
-        if code in {"RUNTIME_INVALID", "BINDER_DIR_CONFLICT", "SANDBOX_UNAVAILABLE"}
-        else "waiting"
-    )
+    return "waiting"
 
 
 def retry_url(name: RepoName, team: str = "") -> str:

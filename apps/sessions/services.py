@@ -14,6 +14,7 @@ import posixpath
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -31,12 +32,12 @@ from apps.quotas.services import admit
 from apps.repos.names import name_for_resolved
 from apps.sessions import hub as hubapi
 from apps.sessions.backends import get_session_backend
-from apps.sessions.backends.base import Mount, ServerSpec, VolumeRef
+from apps.sessions.backends.base import Mount, ServerSpec, SizeKind, VolumeRef
 from apps.sessions.events import add_event
 from apps.sessions.models import Session, Volume
 from apps.teams.models import Team
 from portal import crypto
-from portal.errors import BinderyError, Conflict, InvalidInput
+from portal.errors import BackendError, BinderyError, Conflict, InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +278,7 @@ def start_on_hub(session_id: int) -> str | None:
         return None
     session = Session.objects.select_related("build", "team", "user").get(pk=session_id)
     if session.build.result:
-        get_builder().mark_used(result_from_json(session.build.result))
+        _mark_used(session.build.pk, session.build.result)
     client = hubapi.HubClient()
     try:
         client.ensure_user(session.hub_user)
@@ -320,6 +321,17 @@ def start_on_hub(session_id: int) -> str | None:
                                 "last_activity"])  # fmt: skip
         add_event(row, "ready", "Your server is ready; opening it.")
     return Session.Status.READY
+
+
+def _mark_used(build_id: int, result: dict[str, Any]) -> None:
+    """Tell the builder a session starts from ``build``'s environment (least recently used
+    pruning). Bookkeeping only: a builder that cannot be made here (a misconfigured
+    kubernetes backend, K8S_MISCONFIGURED) is logged, and the launch goes on; the session
+    backend says for itself whether it can start the server."""
+    try:
+        get_builder().mark_used(result_from_json(result))
+    except BackendError as exc:
+        log.warning("could not mark build %s's environment used: %s (%s)", build_id, exc, exc.code)
 
 
 def session_url(session: Session) -> str:
@@ -572,6 +584,22 @@ def team_volume(team: Team) -> Volume:
 
 def volume_ref(volume: Volume) -> VolumeRef:
     return VolumeRef(key=volume.relative_path, user_id=volume.user_id, team_id=volume.team_id)
+
+
+@dataclass(frozen=True)
+class VolumeOffer:
+    """What the backend offers for volumes: a .tar.gz download or not, and what a
+    volume's ``size_bytes`` is (``used``: its files' bytes; ``capacity``: the size its
+    storage allows)."""
+
+    archive: bool
+    size_kind: SizeKind
+
+
+def volume_offer() -> VolumeOffer:
+    """The session backend's answer, for pages and the API (no call, no query)."""
+    backend = get_session_backend()
+    return VolumeOffer(archive=backend.archive_offered, size_kind=backend.size_kind)
 
 
 def measure_volume(volume: Volume) -> Volume:

@@ -387,7 +387,9 @@ def volumes(request: HttpRequest) -> HttpResponse:
     services.ensure_volumes(user)
     rows = [services.measure_volume(v) for v in selectors.volumes_for(user)]
     in_use = {v.pk: selectors.volume_in_use(v) for v in rows}
-    return render(request, "sessions/volumes.html", {"volumes": rows, "in_use": in_use})
+    return render(request, "sessions/volumes.html", {
+        "volumes": rows, "in_use": in_use, "offer": services.volume_offer(),
+    })  # fmt: skip
 
 
 @require_POST

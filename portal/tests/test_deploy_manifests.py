@@ -12,6 +12,8 @@ kubectl missing: the tests skip, except in CI (CI=true), where they fail.
 
 from __future__ import annotations
 
+import ast
+import fnmatch
 import importlib.util
 import ipaddress
 import json
@@ -287,36 +289,43 @@ def test_no_host_namespaces_or_host_paths_outside_the_docker_daemon(rendered: li
             assert not host_paths, workload["metadata"]["name"]
 
 
-def test_web_and_beat_have_no_service_account_token(rendered: list[Doc]) -> None:
+def test_a_token_only_for_the_processes_that_call_the_api(rendered: list[Doc]) -> None:
+    """web, worker and hub each run as their own account with a token (their Role is what
+    their code calls, below); beat, which only schedules tasks, and the data and docker pods
+    have none. No account mounts a token by itself: only those pod specs ask for one."""
     accounts = {d["metadata"]["name"]: d for d in of_kind(rendered, "ServiceAccount")}
     bound = {s["name"] for b in of_kind(rendered, "RoleBinding") for s in b["subjects"]}
-    for name in ("bindery-web", "bindery-beat"):
-        spec = pod_spec(one(rendered, "Deployment", name))
-        assert spec["automountServiceAccountToken"] is False
-        account = spec["serviceAccountName"]
-        assert accounts[account]["automountServiceAccountToken"] is False
-        assert account not in bound
+    for account in accounts.values():
+        assert account["automountServiceAccountToken"] is False, account["metadata"]["name"]
+    for process in ("web", "worker", "hub"):
+        spec = pod_spec(one(rendered, "Deployment", f"bindery-{process}"))
+        assert spec["serviceAccountName"] == f"bindery-{process}"
+        assert spec["automountServiceAccountToken"] is True, process
+    beat = pod_spec(one(rendered, "Deployment", "bindery-beat"))
+    assert beat["automountServiceAccountToken"] is False
+    assert beat["serviceAccountName"] in accounts and beat["serviceAccountName"] not in bound
     for workload in (d for d in rendered if d["kind"] in ("StatefulSet", "DaemonSet")):
         assert pod_spec(workload)["automountServiceAccountToken"] is False
-    # only the worker and the hub talk to the Kubernetes API, each as itself
-    assert pod_spec(one(rendered, "Deployment", "bindery-worker"))["serviceAccountName"] == (
-        "bindery-worker"
-    )
-    assert pod_spec(one(rendered, "Deployment", "bindery-hub"))["serviceAccountName"] == (
-        "bindery-hub"
-    )
-    assert bound == {"bindery-worker", "bindery-hub"}
+    assert bound == {"bindery-web", "bindery-worker", "bindery-hub"}
+    # exactly one process per account: a shared account would share its Role
+    names = [pod_spec(d)["serviceAccountName"] for d in of_kind(rendered, "Deployment")]
+    assert len(names) == len(set(names))
 
 
 # -- RBAC ------------------------------------------------------------------------------------
 
 EXPECTED_RULES = {
-    # apps/builds/backends/kubernetes/cluster.py's calls, and the volume backend's PVCs
+    # the volume pages and API: measure_volume reads a claim, delete_volume deletes it
+    "bindery-web": {
+        "persistentvolumeclaims": {"get", "delete"},
+    },
+    # apps/builds/backends/kubernetes/cluster.py's calls (builds, the cleaner), and the
+    # claims a launch mounts (launch_options → ensure_volume)
     "bindery-worker": {
         "pods": {"create", "get", "list", "delete"},
         "pods/log": {"get"},
         "secrets": {"create", "patch", "list", "delete"},
-        "persistentvolumeclaims": {"create", "get", "delete"},
+        "persistentvolumeclaims": {"create"},
     },
     # what KubeSpawner 7 calls, without internal_ssl, services_enabled, storage_pvc_ensure
     "bindery-hub": {
@@ -326,7 +335,7 @@ EXPECTED_RULES = {
 }
 
 
-def test_roles_grant_only_what_the_worker_and_the_hub_use_in_one_namespace(
+def test_roles_grant_only_what_each_process_uses_in_one_namespace(
     rendered: list[Doc],
 ) -> None:
     assert not of_kind(rendered, "ClusterRole")
@@ -376,33 +385,232 @@ def api_calls(paths: list[Path]) -> set[tuple[str, str]]:
     calls = set()
     for path in paths:
         text = path.read_text()
-        for verb, kind in _CALL.findall(text):
-            calls.add((_RESOURCES[kind], _VERBS[verb]))
+        calls |= _calls_in(text)
         if "watch.Watch" in text or "Watch()" in text:
             calls |= {(resource, "watch") for resource, v in calls if v == "list"}
     return calls
+
+
+def _calls_in(text: str) -> set[tuple[str, str]]:
+    return {(_RESOURCES[kind], _VERBS[verb]) for verb, kind in _CALL.findall(text)}
 
 
 def _granted(role: Doc) -> set[tuple[str, str]]:
     return {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
 
 
-def test_the_worker_role_covers_every_call_the_portal_code_makes(base: list[Doc]) -> None:
-    """Every Kubernetes API call in the portal's kubernetes backends (the worker runs them)
-    is granted, and nothing else is, but the volume backend's PVCs (issue 10's session
-    backend, not written yet)."""
-    code = [
-        p
-        for p in (ROOT / "apps").rglob("*.py")
-        if "tests" not in p.parts and any(part.startswith("kubernetes") for part in p.parts)
-    ]
-    assert code, "no kubernetes backend code found under apps/"
-    used = api_calls(code)
-    assert ("pods", "create") in used and ("pods/log", "get") in used
-    granted = _granted(one(base, "Role", "bindery-worker"))
-    assert used - granted == set(), "calls the worker's Role does not allow"
-    pending = {("persistentvolumeclaims", v) for v in ("create", "get", "delete")}
-    assert granted - used - pending == set(), "granted, and no code uses it"
+# -- who calls the Kubernetes API, from which process ------------------------------------------
+
+# Which process runs each function of the portal's kubernetes backends that names a
+# `<verb>_namespaced_<kind>` call. test_the_process_map_is_what_the_code_does walks each
+# one's callers in the source up to the process's entry points (ENTRY_POINTS), and
+# test_each_process_role_is_exactly_what_its_code_calls derives the Roles from it.
+SESSIONS_BACKEND = "apps/sessions/backends/kubernetes/backend.py"
+CLUSTER = "apps/builds/backends/kubernetes/cluster.py"
+API_CALLERS = {
+    # the volumes page and GET /api/v1/volumes/<id>/ (services.measure_volume), and deleting
+    # a volume from the page or DELETE /api/v1/volumes/<id>/ (services.delete_volume)
+    f"{SESSIONS_BACKEND}:KubernetesSessions.measure_volume": "web",
+    f"{SESSIONS_BACKEND}:KubernetesSessions.delete_volume": "web",
+    # launch_options, from services.start_on_hub: the launch_session task
+    f"{SESSIONS_BACKEND}:KubernetesSessions.ensure_volume": "worker",
+    # the builder (the run_build task) and the cleaner (the clean_build_pods task)
+    **{
+        f"{CLUSTER}:Cluster.{method}": "worker"
+        for method in ("create_pod", "read_pod", "delete_pod", "list_pods", "open_log",
+                       "create_secret", "own_secret", "delete_secret", "list_secrets")
+    },
+}  # fmt: skip
+# Where each process enters the portal's code: web serves the views, the API and the
+# websockets; the worker runs the Celery tasks (beat only schedules them and runs none of
+# their code); the hub runs runhub and the spawners (KubeSpawner's own calls: the test after).
+ENTRY_POINTS = {
+    "web": ("apps/*/views.py", "apps/*/api/views.py", "apps/*/consumers.py",
+            "portal/views.py", "portal/consumers.py", "portal/health.py"),
+    "worker": ("apps/*/tasks.py",),
+    "hub": ("apps/sessions/management/commands/runhub.py", "apps/sessions/backends/*/spawner.py"),
+}  # fmt: skip
+# How the code names the objects whose methods make the calls, besides `self`: the backend
+# the services get, the builder, and a Cluster (`self.cluster`, `cluster`, `x.cluster`).
+RECEIVERS = {
+    "KubernetesSessions": ("get_session_backend()",),
+    "KubernetesBuilder": ("get_builder()",),
+    "Cluster": ("cluster",),
+}
+
+
+def _process_of(path: str) -> str | None:
+    return next(
+        (p for p, globs in ENTRY_POINTS.items() if any(fnmatch.fnmatch(path, g) for g in globs)),
+        None,
+    )
+
+
+def _dotted(node: ast.AST) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    if isinstance(node, ast.Call):
+        return f"{_dotted(node.func)}()"
+    return "?"
+
+
+class _Source:
+    """The portal's code (apps/ and portal/, not tests) as functions and what each names:
+    ``qual`` is ``path:function`` or ``path:Class.method``; ``refs`` every dotted name a
+    function's body uses (calls and references such as ``target=self._run``)."""
+
+    def __init__(self) -> None:
+        self.functions: dict[str, ast.AST] = {}
+        self.refs: dict[str, set[str]] = {}
+        self.imports: dict[str, dict[str, str]] = {}  # path -> local name -> path[:name]
+        for file in sorted([*(ROOT / "apps").rglob("*.py"), *(ROOT / "portal").rglob("*.py")]):
+            if "tests" in file.parts:
+                continue
+            path = str(file.relative_to(ROOT))
+            tree = ast.parse(file.read_text())
+            self.imports[path] = self._imports_of(tree)
+            for node in tree.body:
+                if isinstance(node, ast.ClassDef):
+                    for item in node.body:
+                        if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                            self._add(f"{path}:{node.name}.{item.name}", item)
+                elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    self._add(f"{path}:{node.name}", node)
+
+    def _add(self, qual: str, node: ast.AST) -> None:
+        self.functions[qual] = node
+        self.refs[qual] = {
+            _dotted(n) for n in ast.walk(node) if isinstance(n, (ast.Name, ast.Attribute))
+        }
+
+    @staticmethod
+    def _module_path(dotted: str) -> str:
+        base = dotted.replace(".", "/")
+        return f"{base}/__init__.py" if (ROOT / base).is_dir() else f"{base}.py"
+
+    def _imports_of(self, tree: ast.AST) -> dict[str, str]:
+        found = {}
+        for node in ast.walk(tree):  # function-level imports too
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                for alias in node.names:
+                    submodule = f"{node.module}.{alias.name}".replace(".", "/")
+                    if (ROOT / f"{submodule}.py").is_file():
+                        target = f"{submodule}.py"  # `from apps.sessions import services`
+                    else:
+                        target = f"{self._module_path(node.module)}:{alias.name}"
+                    found[alias.asname or alias.name] = target
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    found[alias.asname or alias.name] = self._module_path(alias.name)
+        return found
+
+    def callers(self, qual: str) -> set[str]:
+        """The functions that name ``qual``: as ``self.m`` in its class, through a receiver
+        of its class (RECEIVERS), by its bare name in its module or where it is imported
+        (``Class(...)`` for ``Class.__init__``), or as ``module.f``."""
+        path, name = qual.split(":")
+        cls, _, method = name.rpartition(".")
+        found = set()
+        for other, refs in self.refs.items():
+            other_path, other_name = other.split(":")
+            imports = self.imports[other_path]
+            if cls:
+                if (
+                    other_path == path
+                    and other_name.startswith(f"{cls}.")
+                    and (f"self.{method}" in refs)
+                ):
+                    found.add(other)
+                receivers = RECEIVERS.get(cls, ())
+                for ref in refs:
+                    head, _, last = ref.rpartition(".")
+                    if last == method and any(
+                        head == r or head.endswith(f".{r}") for r in receivers
+                    ):
+                        found.add(other)
+                if method == "__init__":
+                    local = [n for n, t in imports.items() if t == f"{path}:{cls}"]
+                    if (other_path == path and cls in refs) or any(n in refs for n in local):
+                        found.add(other)
+            else:
+                modules = [n for n, t in imports.items() if t == path]
+                local = [n for n, t in imports.items() if t == f"{path}:{name}"]
+                if (
+                    (other_path == path and name in refs)
+                    or any(f"{m}.{name}" in refs for m in modules)
+                    or any(n in refs for n in local)
+                ):
+                    found.add(other)
+        found.discard(qual)
+        return found
+
+    def processes_reaching(self, qual: str) -> tuple[set[str], list[str]]:
+        """The processes whose entry points reach ``qual``, and the functions on the way
+        that nothing calls (dead code, or a call this walk cannot see)."""
+        processes, dead, seen, todo = set(), [], {qual}, [qual]
+        while todo:
+            current = todo.pop()
+            process = _process_of(current.split(":")[0])
+            if process is not None:
+                processes.add(process)
+                continue
+            callers = self.callers(current) - seen
+            if not callers and not (self.callers(current) & seen):
+                dead.append(current)
+            seen |= callers
+            todo.extend(callers)
+        return processes, dead
+
+
+@pytest.fixture(scope="module")
+def source() -> _Source:
+    return _Source()
+
+
+def test_the_process_map_is_what_the_code_does(source: _Source) -> None:
+    """Every function of the portal's kubernetes backends that calls the API is in
+    API_CALLERS, and the views or tasks that reach it (walking its callers in the source)
+    are those of the process it names, and only those."""
+    making_calls = {
+        qual
+        for qual, node in source.functions.items()
+        if "kubernetes" in qual.split(":")[0] and _calls_in(ast.unparse(node))
+    }
+    assert making_calls == set(API_CALLERS)
+    for qual, process in API_CALLERS.items():
+        reached, dead = source.processes_reaching(qual)
+        assert dead == [], f"{qual}: nothing calls {dead}"
+        assert reached == {process}, qual
+    # the walk itself: the chains the comments above describe
+    web_volume = source.callers(f"{SESSIONS_BACKEND}:KubernetesSessions.measure_volume")
+    assert web_volume == {"apps/sessions/services.py:measure_volume"}
+    assert source.callers("apps/sessions/services.py:measure_volume") == {
+        "apps/sessions/views.py:volumes",
+        "apps/sessions/api/views.py:VolumeDetailView.get",
+    }
+    assert source.callers(f"{SESSIONS_BACKEND}:KubernetesSessions.ensure_volume") == {
+        f"{SESSIONS_BACKEND}:KubernetesSessions.launch_options"
+    }
+    assert "apps/builds/tasks.py:clean_build_pods" in source.callers(
+        "apps/builds/backends/kubernetes/cleaner.py:clean_build_pods"
+    )
+
+
+def test_each_process_role_is_exactly_what_its_code_calls(base: list[Doc], source: _Source) -> None:
+    """The Role of web and of the worker grants the calls of the functions API_CALLERS
+    gives that process, nothing more and nothing less; beat calls nothing."""
+    wanted: dict[str, set[tuple[str, str]]] = {}
+    for qual, process in API_CALLERS.items():
+        calls = _calls_in(ast.unparse(source.functions[qual]))
+        wanted.setdefault(process, set()).update(calls)
+    assert set(wanted) == {"web", "worker"}
+    assert ("pods", "create") in wanted["worker"] and ("pods/log", "get") in wanted["worker"]
+    for process, calls in wanted.items():
+        assert _granted(one(base, "Role", f"bindery-{process}")) == calls, process
+        expected = EXPECTED_RULES[f"bindery-{process}"]
+        assert {(r, v) for r, verbs in expected.items() for v in verbs} == calls
 
 
 def test_the_hub_role_covers_what_kubespawner_calls(base: list[Doc]) -> None:
@@ -422,10 +630,14 @@ def test_the_hub_role_covers_what_kubespawner_calls(base: list[Doc]) -> None:
     assert {r for r, _ in granted} == {"pods", "events"}
 
 
-def test_worker_and_hub_work_in_their_own_namespace(rendered: list[Doc]) -> None:
-    """The Roles are namespaced: the namespace the code creates pods in comes from the pod's
-    own (downward API), so the two cannot disagree."""
-    for name, main in (("bindery-worker", "worker"), ("bindery-hub", "hub")):
+def test_each_process_works_in_its_own_namespace(rendered: list[Doc]) -> None:
+    """The Roles are namespaced: the namespace the code creates pods and claims in comes from
+    the pod's own (downward API), so the two cannot disagree."""
+    for name, main in (
+        ("bindery-web", "web"),
+        ("bindery-worker", "worker"),
+        ("bindery-hub", "hub"),
+    ):
         env = env_of(container(one(rendered, "Deployment", name), main))
         assert env["BINDERY_K8S_NAMESPACE"]["valueFrom"] == {
             "fieldRef": {"fieldPath": "metadata.namespace"}
@@ -702,8 +914,11 @@ def test_each_process_gets_the_secrets_production_settings_require(rendered: lis
         env = env_of(container(one(rendered, "Deployment", name), main))
         assert {f"{s}_FILE" for s in required} <= set(env), name
     assert "EMAIL_URL_FILE" in env_of(container(one(rendered, "Deployment", "bindery-web"), "web"))
-    worker = env_of(container(one(rendered, "Deployment", "bindery-worker"), "worker"))
-    assert "BINDERY_REGISTRY_PASSWORD_FILE" in worker
+    # the registry's pull account: the worker before a build, web before reusing a build
+    # (KubernetesBuilder.environment_exists, from request_build); beat asks no registry
+    for name, main in portal:
+        env = env_of(container(one(rendered, "Deployment", name), main))
+        assert ("BINDERY_REGISTRY_PASSWORD_FILE" in env) is (main != "beat"), name
     hub = env_of(container(one(rendered, "Deployment", "bindery-hub"), "hub"))
     assert [n for n in hub if n.endswith("_FILE")] == ["BINDERY_HUB_TOKEN_FILE"]
     assert required - {"BINDERY_HUB_TOKEN"} <= set(hub)  # as placeholders (test above)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -104,3 +105,32 @@ def test_development_allows_the_shared_host(tmp_path):
         BINDERY_HUB_URL="http://127.0.0.1:8001",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def test_secret_files_lose_their_trailing_newline(tmp_path):
+    """`<NAME>_FILE` values as a Secret made with `--from-file` from `echo` gives them: the
+    newline would otherwise end up in the database's name and in the hub token."""
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    files = {
+        "DATABASE_URL": "postgres://bindery:pw@127.0.0.1:5432/bindery\n",
+        "BINDERY_HUB_TOKEN": "h" * 64 + "\r\n",
+        "SECRET_KEY": PRODUCTION["SECRET_KEY"] + "\n\n",
+    }
+    env = {k: v for k, v in PRODUCTION.items() if k not in files}
+    for name, value in files.items():
+        (secrets_dir / name).write_text(value)
+        env[f"{name}_FILE"] = str(secrets_dir / name)
+    shown = _manage(
+        "shell", "-c",
+        "import json; from django.conf import settings; print(json.dumps(["
+        "settings.DATABASES['default']['NAME'], settings.BINDERY_HUB_TOKEN, settings.SECRET_KEY,"
+        "settings.ALLOWED_HOSTS]))",
+        BINDERY_VAR_DIR=str(tmp_path / "var"), **env,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    name, token, key, hosts = json.loads(shown.stdout.strip().splitlines()[-1])
+    assert name == "bindery"
+    assert token == "h" * 64
+    assert key == PRODUCTION["SECRET_KEY"]
+    assert hosts == ["bindery.example.org"]  # a variable set directly is read as before

@@ -654,6 +654,7 @@ def test_every_manifest_the_builder_makes_is_valid_for_kubernetes(double):
         )
         validate(manifest)
         assert manifest["spec"]["automountServiceAccountToken"] is False
+        assert_least_privilege(manifest)
     args = pods.build_pod(full, name="p", key="k", repo=repo, image="i:t")["spec"]["containers"][0][
         "args"
     ]
@@ -661,6 +662,32 @@ def test_every_manifest_the_builder_makes_is_valid_for_kubernetes(double):
     assert args[args.index("--build-memory-limit") + 1] == str(4 * 2**30)
     credential = GitCredential(host="github.com", token=TOKEN)
     validate(pods.credential_secret("s", pod="p", key="k", credential=credential))
+
+
+def assert_least_privilege(pod: dict[str, Any]) -> None:
+    """repo2docker needs the docker socket, nothing more: no capability, no escalation, the
+    runtime's seccomp profile; uid 0 only as the socket's owner (pods.CONTAINER_SECURITY)."""
+    spec = pod["spec"]
+    assert not any(spec.get(f) for f in ("hostNetwork", "hostPID", "hostIPC"))
+    [container] = spec["containers"]
+    context = container["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["privileged"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert context["runAsUser"] == 0
+    [socket_volume] = [v for v in spec["volumes"] if "hostPath" in v]
+    assert socket_volume["hostPath"]["type"] == "Socket"  # the one host path: the socket
+
+
+def test_the_build_pod_the_api_gets_drops_every_privilege(double):
+    """Real: the pod as the client serialized it and the double received it."""
+    double.script = Script(lines=["done"])
+    make_builder(double).build(request(), Sink())
+    (post,) = double.made("POST", f"/namespaces/{NAMESPACE}/pods")
+    pod = post.json()
+    validate(pod)
+    assert_least_privilege(pod)
 
 
 @pytest.mark.parametrize(("endpoint", "left"), [("patch_secret", 0), ("delete_secret", 1)])
@@ -766,3 +793,37 @@ def test_the_beat_task_cleans_with_the_settings(double, settings, tmp_path):
 
     assert tasks.clean_build_pods() == ["build-done"]
     assert double.pods == {}
+
+
+@pytest.mark.django_db(transaction=True)  # the build's log and watcher threads use the rows
+def test_a_misconfigured_backend_fails_the_build_with_its_code(settings, tmp_path):
+    """Real: request_build over a ready build of the same key (web asks the builder whether
+    its image is still there) and execute_build, with BINDERY_BACKEND=kubernetes and a
+    kubeconfig that does not exist. No double: nothing is contacted. The request does not
+    raise; the build it makes fails with K8S_MISCONFIGURED and the builder's sentence."""
+    from apps.accounts.tests.factories import UserFactory
+    from apps.builds import services
+    from apps.builds.models import Build
+
+    settings.BINDERY_BACKEND = "kubernetes"
+    settings.BINDERY_K8S_KUBECONFIG = str(tmp_path / "no-such-kubeconfig")
+    settings.BINDERY_REGISTRY_PREFIX = "registry.example.org/bindery/"
+    repo = make_repo()
+    image = f"registry.example.org/bindery/{repo.slug}:{'0' * 32}"
+    ready = Build.objects.create(
+        provider=repo.provider, spec=repo.spec, repo_url=repo.repo_url, repo_slug=repo.slug,
+        display_name=repo.display_name, resolved_ref=repo.resolved_ref,
+        resolved=services.resolved_to_json(repo), build_key=services.build_key_for(repo, ""),
+        status=Build.Status.READY,
+        result={"environment_key": "0" * 32, "environment_path": image, "checkout_path": "",
+                "python_version": "", "config_files": [], "packages": []},
+    )  # fmt: skip
+
+    requested = services.request_build(repo, UserFactory())
+
+    assert requested.created and requested.build.pk != ready.pk
+    assert services.execute_build(requested.build.pk) == Build.Status.FAILED
+    failed = Build.objects.get(pk=requested.build.pk)
+    assert failed.error_code == "K8S_MISCONFIGURED"
+    assert "no-such-kubeconfig" in failed.error_message
+    assert Build.objects.get(pk=ready.pk).status == Build.Status.READY  # kept as it was

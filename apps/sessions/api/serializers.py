@@ -4,10 +4,11 @@ from typing import Any
 
 from django.urls import reverse
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.sessions.models import Session, Volume
-from apps.sessions.services import session_memory_used
+from apps.sessions.services import session_memory_used, volume_offer
 
 
 class SessionSerializer(serializers.ModelSerializer):
@@ -87,12 +88,20 @@ class VolumeSerializer(serializers.ModelSerializer):
         slug_field="slug", read_only=True
     )
     in_use = serializers.SerializerMethodField()
+    size_kind = serializers.SerializerMethodField(
+        help_text="What `size_bytes` is: `used`, the bytes the volume's files use; `capacity`, "
+        "the size its storage allows (on Kubernetes: the claim's capacity, not the bytes used)."
+    )
+    archive_offered = serializers.SerializerMethodField(
+        help_text="Whether `links.archive` gives a .tar.gz of the volume; when false it "
+        "answers 501 `ARCHIVE_NOT_OFFERED` (download the files from a session instead)."
+    )
     links = serializers.SerializerMethodField()
 
     class Meta:
         model = Volume
-        fields = ["id", "kind", "name", "team", "size_bytes", "size_measured_at", "created_at",
-                  "in_use", "links"]  # fmt: skip
+        fields = ["id", "kind", "name", "team", "size_bytes", "size_kind", "size_measured_at",
+                  "created_at", "in_use", "archive_offered", "links"]  # fmt: skip
         read_only_fields = fields
 
     def get_kind(self, volume: Volume) -> str:
@@ -102,6 +111,13 @@ class VolumeSerializer(serializers.ModelSerializer):
         from apps.sessions.selectors import volume_in_use
 
         return volume_in_use(volume)
+
+    @extend_schema_field(serializers.ChoiceField(choices=["used", "capacity"]))
+    def get_size_kind(self, volume: Volume) -> str:
+        return volume_offer().size_kind
+
+    def get_archive_offered(self, volume: Volume) -> bool:
+        return volume_offer().archive
 
     def get_links(self, volume: Volume) -> dict[str, str]:
         return {"archive": reverse("api-volume-archive", args=[volume.pk])}

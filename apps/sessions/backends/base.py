@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from portal.errors import BinderyError
 
@@ -73,6 +73,11 @@ class ServerSpec:
     binder: tuple[tuple[str, str], ...] = ()
 
 
+# What a volume's ``size_bytes`` is: the bytes its files use now, or the size its storage
+# allows (a claim's capacity: nothing reads a claim's usage without mounting it).
+SizeKind = Literal["used", "capacity"]
+
+
 class ArchiveNotOffered(BinderyError):
     status = 501
     code = "ARCHIVE_NOT_OFFERED"
@@ -87,6 +92,10 @@ class SessionBackend(Protocol):
     """
 
     name: str
+    # Whether archive_volume gives a .tar.gz (else it raises ArchiveNotOffered), and what
+    # measure_volume returns: pages and the API say so rather than offer what fails.
+    archive_offered: bool
+    size_kind: SizeKind
 
     def hub_config(self) -> dict[str, dict[str, Any]]:
         """The hub's spawner configuration, ``{section: {trait: value}}`` (plain literals):
@@ -107,7 +116,8 @@ class SessionBackend(Protocol):
         ...
 
     def measure_volume(self, volume: VolumeRef) -> int:
-        """Bytes the volume holds now (0 when it has no storage yet)."""
+        """The volume's size in bytes, as ``size_kind`` says: what its files use now, or
+        what its storage allows (0 when it has no storage yet)."""
         ...
 
     def archive_volume(self, volume: VolumeRef, name: str) -> Iterator[bytes]:

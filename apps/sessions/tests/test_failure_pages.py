@@ -223,6 +223,50 @@ def test_a_server_that_did_not_start_is_said_once_at_launching(client, alice, re
     assert [kind for _, kind, _ in shown["links"]] == ["retry", "build"]
 
 
+@pytest.mark.parametrize("code", ["K8S_FORBIDDEN", "K8S_UNAVAILABLE", "K8S_MISCONFIGURED"])
+def test_a_cluster_refusing_the_sessions_volumes_is_said_at_launching(client, alice, repo, code):
+    """The kubernetes session backend's errors (ClusterUnavailable: the claims are made as
+    the server starts) fail the session, not its build: the launching step."""
+    session = services.launch(alice, repo_url=repo.url, ref="main")
+    message = "Bindery may not manage volumes on the cluster; an operator must check its access."
+    services.fail_session(session.pk, message, code=code)
+    response = client.get(f"/sessions/{session.pk}/")
+    shown = says_once(response, message, code)
+    assert shown["title"] == "The server did not start"
+    assert failed_step(response) == ["launching"]
+
+
+@pytest.mark.parametrize(
+    "code", ["BUILD_POD_PENDING", "BUILD_POD_LOST", "REGISTRY_DENIED", "REGISTRY_UNAVAILABLE",
+             "K8S_FORBIDDEN", "K8S_UNAVAILABLE", "K8S_REJECTED", "K8S_MISCONFIGURED"],
+)  # fmt: skip
+def test_a_kubernetes_build_failure_is_said_at_building(client, alice, repo, code):
+    session = services.launch(alice, repo_url=repo.url, ref="main")
+    message = "The Kubernetes API refused to create a build pod in namespace bindery."
+    fail_build(session.build_id, message, code=code)
+    services.start_sessions_waiting_for(session.build_id)
+    response = client.get(f"/sessions/{session.pk}/")
+    shown = says_once(response, f"The build failed: {message}", code)
+    assert shown["title"] == "The environment could not be built"
+    assert failed_step(response) == ["building"]
+
+
+@pytest.mark.parametrize(
+    ("code", "step"),
+    [("BUILD_POD_PENDING", "building"), ("REGISTRY_DENIED", "building"),
+     ("REGISTRY_UNAVAILABLE", "building"), ("K8S_REJECTED", "building"),
+     ("UNSUPPORTED_BY_BACKEND", "building"), ("K8S_FORBIDDEN", "launching"),
+     ("K8S_UNAVAILABLE", "launching"), ("K8S_MISCONFIGURED", "launching")],
+)  # fmt: skip
+def test_kubernetes_codes_belong_to_their_step(code, step):
+    """The builder's codes are building even where no failed build says so (a failure the
+    page is given by code alone); the session side's K8S_* are launching."""
+    from apps.sessions.failures import step_of
+
+    assert step_of(code) == step
+    assert step_of(code, build_failed=True) == "building"
+
+
 def test_another_users_failed_session_is_404(client, alice, repo):
     session = services.launch(alice, repo_url=repo.url, ref="main")
     services.fail_session(

@@ -632,6 +632,25 @@ def test_release_and_memory_do_nothing_the_hub_does_not(kube: KubeDouble) -> Non
     assert kube.requests == []
 
 
+def test_a_misconfigured_builder_does_not_stop_the_launch_at_mark_used(
+    kube: KubeDouble, lab_session: Session, settings: Any
+) -> None:
+    """Real: start_on_hub with a builder get_builder() cannot make (unusable build settings,
+    K8S_MISCONFIGURED). Marking the image used is bookkeeping: the launch goes on to the hub,
+    here a closed port on 127.0.0.1, and the session fails with the hub's code instead of the
+    task raising the builder's error and leaving the session launching."""
+    settings.BINDERY_K8S_BUILD_TOLERATIONS = "not a list"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        settings.BINDERY_HUB_API_URL = f"http://127.0.0.1:{sock.getsockname()[1]}/hub/api"
+
+    assert services.start_on_hub(lab_session.pk) == Session.Status.FAILED
+
+    lab_session.refresh_from_db()
+    assert (lab_session.status, lab_session.error_code) == ("failed", "HUB_UNAVAILABLE")
+    assert kube.requests == []  # the hub was asked first; no claim was made for nothing
+
+
 # --- the volumes API under the kubernetes backend -----------------------------------------
 
 
@@ -642,7 +661,12 @@ def test_volume_api_sizes_from_the_claim_and_archive_is_not_offered(
     user = cast(User, UserFactory())
     volume = services.home_volume(user)
     client = token_client(user)
-    assert client.get(f"/api/v1/volumes/{volume.pk}/").json()["size_bytes"] == 0
+    detail = client.get(f"/api/v1/volumes/{volume.pk}/").json()
+    assert (detail["size_bytes"], detail["size_kind"], detail["archive_offered"]) == (
+        0,
+        "capacity",
+        False,
+    )
     KubernetesSessions().ensure_volume(services.volume_ref(volume))
     kube.bind(f"bindery-users-{user.pk}", "10Gi")
     assert client.get(f"/api/v1/volumes/{volume.pk}/").json()["size_bytes"] == 10 * GiB
@@ -663,6 +687,23 @@ def test_volumes_page_reads_claims_and_creates_none(kube: KubeDouble, client: An
     assert client.get(reverse("volumes")).status_code == 200
     assert kube.claims == {}  # a GET reads: claims are made when a session mounts them
     assert [m for m, _ in kube.requests] == ["GET"]
+
+
+@pytest.mark.django_db
+def test_volumes_page_says_capacity_and_offers_no_download(kube: KubeDouble, client: Any) -> None:
+    """The claim's capacity is labelled as such, and the page offers no .tar.gz that would
+    answer 501: it says in one sentence why, once."""
+    user = cast(User, UserFactory())
+    volume = services.home_volume(user)
+    KubernetesSessions().ensure_volume(services.volume_ref(volume))
+    kube.bind(f"bindery-users-{user.pk}", "10Gi")
+    client.force_login(user)
+    html = client.get(reverse("volumes")).content.decode()
+    assert "<th>Capacity</th>" in html and "<th>Size</th>" not in html
+    assert "10.0\xa0GB" in html  # filesizeformat of the bound claim's 10 GiB
+    assert reverse("api-volume-archive", args=[volume.pk]) not in html
+    assert "Download .tar.gz" not in html
+    assert html.count("Volumes cannot be downloaded here") == 1
 
 
 # --- manage.py check and runhub -----------------------------------------------------------

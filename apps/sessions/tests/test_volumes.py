@@ -55,6 +55,7 @@ def test_size_and_archive(token_client, lab, volumes_dir):
     client = token_client(lab.owner)
     detail = client.get(f"/api/v1/volumes/{volume.pk}/").json()
     assert detail["size_bytes"] == len("a,b\n1,2\n") + len("kept")
+    assert (detail["size_kind"], detail["archive_offered"]) == ("used", True)
     response = client.get(f"/api/v1/volumes/{volume.pk}/archive/")
     assert response.status_code == 200
     assert response["Content-Disposition"] == 'attachment; filename="home.tar.gz"'
@@ -134,3 +135,25 @@ def test_volumes_page(client, lab, volumes_dir):
     volume = Volume.objects.get(user=lab.owner)
     client.post(f"/volumes/{volume.pk}/delete/", {"confirm": "nope"})
     assert Volume.objects.filter(pk=volume.pk).exists()
+
+
+def test_volumes_page_offers_the_download_and_says_size(client, lab, volumes_dir):
+    """Local volumes: a .tar.gz per volume, and the bytes the files use ("Size")."""
+    client.force_login(lab.owner)
+    html = client.get("/volumes/").content.decode()
+    volume = Volume.objects.get(user=lab.owner)
+    assert f'href="/api/v1/volumes/{volume.pk}/archive/"' in html
+    assert "Download .tar.gz" in html
+    assert "<th>Size</th>" in html and "Capacity" not in html
+    assert "archive-not-offered" not in html
+
+
+def test_volume_fields_are_in_the_schema(client):
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    fields = schema["components"]["schemas"]["Volume"]["properties"]
+    assert {"size_bytes", "size_measured_at", "links"} <= set(fields)  # the names kept
+    assert fields["archive_offered"]["type"] == "boolean"
+    assert fields["size_kind"]["readOnly"] is True
+    [enum] = fields["size_kind"]["allOf"]
+    assert enum == {"$ref": "#/components/schemas/SizeKindEnum"}
+    assert schema["components"]["schemas"]["SizeKindEnum"]["enum"] == ["used", "capacity"]

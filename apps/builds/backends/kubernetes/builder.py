@@ -22,7 +22,8 @@ repo2docker in a pod.
    deleted; cancelled → ``BUILD_CANCELLED``, deleted when this build made it.
 
 Finished pods stay for BINDERY_K8S_BUILD_POD_TTL seconds (their log is the operator's);
-``cleaner.clean_build_pods`` (beat) removes them. The credential Secret is deleted as soon
+``cleaner.clean_build_pods`` (the worker's task ``clean_build_pods``, which beat schedules)
+removes them. The credential Secret is deleted as soon
 as the pod's container has started (it has read its environment) or the pod is gone.
 """
 

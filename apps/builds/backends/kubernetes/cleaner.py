@@ -1,5 +1,5 @@
-"""Deletes what builds leave in the namespace (beat runs it, as BinderHub's
-``cleanup_builds``):
+"""Deletes what builds leave in the namespace (the worker's task ``clean_build_pods``, every
+5 minutes as beat schedules it; BinderHub's ``cleanup_builds``):
 
 - build pods (label ``component=bindery-build``) that finished — Succeeded or Failed — more
   than BINDERY_K8S_BUILD_POD_TTL seconds ago; a running or pending one only when it is older

@@ -11,6 +11,7 @@ so the token is in no argv and nowhere in the pod's spec.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,6 +23,24 @@ CONTAINER = "builder"
 CREDENTIAL_KEY = "credential"  # the key in the credential Secret
 DOCKER_CONFIG = "/root/.docker"  # the push Secret's config.json is mounted here
 DOCKER_SOCKET = "/var/run/docker.sock"  # where repo2docker looks for the daemon
+
+
+# repo2docker itself only clones, writes a build context under /tmp and talks to the docker
+# daemon through its socket; the build steps run in the daemon, not in this container. So:
+# no capabilities, no privilege escalation, the runtime's seccomp profile. It stays uid 0:
+# the daemon's socket is root's with mode 0660, so its owner connects without any
+# capability, while another uid would need the socket's group, which is the daemon's own
+# (bindery-dind's and a node's dockerd differ). That and the socket's hostPath keep build
+# pods out of Pod Security "restricted" (the hostPath out of "baseline" too): see
+# deploy/base/namespace.yaml.
+CONTAINER_SECURITY: dict[str, Any] = {
+    "runAsUser": 0,
+    "runAsNonRoot": False,
+    "allowPrivilegeEscalation": False,
+    "privileged": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 def repo2docker_args(repo: ResolvedRepo, image: str, opts: BuildOptions) -> list[str]:
@@ -111,6 +130,7 @@ def build_pod(
         "args": repo2docker_args(repo, image, opts),
         "env": env,
         "volumeMounts": mounts,
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY),
     }
     resources = _resources(opts)
     if resources:

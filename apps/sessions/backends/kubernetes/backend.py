@@ -2,9 +2,11 @@
 volumes as PersistentVolumeClaims in ``BINDERY_K8S_NAMESPACE``, and the hub configured to run
 ``BinderyKubeSpawner``.
 
-The portal (web and worker) creates, reads and deletes claims through the kubernetes client
-(BINDERY_K8S_KUBECONFIG, else the pod's service account); the hub's KubeSpawner creates and
-deletes the pods. Every API call carries ``_request_timeout`` (BINDERY_K8S_API_TIMEOUT).
+The portal handles claims through the kubernetes client (BINDERY_K8S_KUBECONFIG, else the
+pod's service account): the worker creates them (``launch_options``, as a server starts),
+web reads and deletes them (the volume pages and API: ``measure_volume``,
+``delete_volume``); deploy/base/rbac.yaml grants each exactly that. The hub's KubeSpawner
+creates and deletes the pods. Every API call carries ``_request_timeout`` (BINDERY_K8S_API_TIMEOUT).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import urllib3
@@ -23,7 +25,13 @@ from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
-from apps.sessions.backends.base import ArchiveNotOffered, ServerSpec, SessionBackend, VolumeRef
+from apps.sessions.backends.base import (
+    ArchiveNotOffered,
+    ServerSpec,
+    SessionBackend,
+    SizeKind,
+    VolumeRef,
+)
 from apps.sessions.backends.kubernetes.options import KubeLaunchOptions, claim_name
 from apps.sessions.contract import sign_user_options, signing_key
 from portal.errors import ServiceUnavailable
@@ -71,6 +79,8 @@ def core_api() -> client.CoreV1Api:
 
 class KubernetesSessions:
     name = "kubernetes"
+    archive_offered = False  # the portal mounts no claim (see archive_volume)
+    size_kind: SizeKind = "capacity"  # the claim's size allowed (see measure_volume)
 
     # -- the hub ------------------------------------------------------------------------------
 
@@ -98,8 +108,13 @@ class KubernetesSessions:
                 "hub_connect_url": f"{api.scheme}://{api.netloc}",
                 "image_pull_secrets": [{"name": pull_secret}] if pull_secret else [],
                 "image_pull_policy": "IfNotPresent",  # tags are environment keys: immutable
-                "node_selector": dict(settings.BINDERY_K8S_SESSION_NODE_SELECTOR),
-                "tolerations": list(settings.BINDERY_K8S_SESSION_TOLERATIONS),
+                # JSON settings, their shapes checked by apps/sessions/checks.py (E030)
+                "node_selector": dict(
+                    cast(dict[str, str], settings.BINDERY_K8S_SESSION_NODE_SELECTOR)
+                ),
+                "tolerations": list(
+                    cast(list[dict[str, Any]], settings.BINDERY_K8S_SESSION_TOLERATIONS)
+                ),
                 "start_timeout": START_TIMEOUT,
                 "k8s_api_request_timeout": max(1, round(settings.BINDERY_K8S_API_TIMEOUT)),
                 # repo2docker's images start with its entrypoint (which runs the repository's

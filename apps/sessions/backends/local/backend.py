@@ -14,7 +14,7 @@ from django.conf import settings
 
 from apps import cgroups
 from apps.sandbox import Ids
-from apps.sessions.backends.base import ServerSpec, SessionBackend, VolumeRef
+from apps.sessions.backends.base import ServerSpec, SessionBackend, SizeKind, VolumeRef
 from apps.sessions.backends.local import volumefs
 from apps.sessions.backends.local.archive import stream_tar_gz
 from apps.sessions.backends.local.options import LaunchOptions
@@ -26,6 +26,8 @@ SPAWNER = "apps.sessions.backends.local.spawner.BinderySpawner"
 
 class LocalSessions:
     name = "local"
+    archive_offered = True
+    size_kind: SizeKind = "used"  # the bytes of its regular files
 
     # -- the hub ------------------------------------------------------------------------------
 
