@@ -485,6 +485,9 @@ BINDERY_HUB_BIND = env.str("BINDERY_HUB_BIND", default="127.0.0.1:8001")  # the 
 BINDERY_HUB_API_BIND = env.str("BINDERY_HUB_API_BIND", default="127.0.0.1:8081")  # the hub
 # The proxy's own REST API (the hub talks to it); default: the public port + 1.
 BINDERY_HUB_PROXY_API_BIND = env.str("BINDERY_HUB_PROXY_API_BIND", default="")
+# Seconds runhub's watchdog gives a hub whose supervisor died to stop by itself (its servers
+# take up to 15 s) before it sends TERM.
+BINDERY_HUB_ORPHAN_GRACE = env.float("BINDERY_HUB_ORPHAN_GRACE", default=20.0)
 BINDERY_HUB_URL = env.str("BINDERY_HUB_URL", default=f"http://{BINDERY_HUB_BIND}").rstrip("/")
 # Per-user subdomains for the hub (c.JupyterHub.subdomain_host, e.g. https://hub.example.org:
 # user servers at https://<hub user>.hub.example.org), so no two users share an origin.

@@ -301,6 +301,7 @@ def test_term_then_kill_of_the_group_still_stops_hub_proxy_and_servers(stop_hub:
 def test_kill_of_the_group_alone_gets_the_orphaned_hub_stopped(stop_hub: Hub) -> None:
     """KILL without TERM: the hub (a session of its own) survives its supervisor; its
     watchdog notices, gives it time, then stops it, and the hub stops the rest."""
+    stop_hub.environ["BINDERY_HUB_ORPHAN_GRACE"] = "3"  # the default 20 s, shortened
     supervised = _honcho(stop_hub)
     servers = _start_server(stop_hub, "frank", "stop-4")
     everything = supervised.everything(servers)
@@ -312,6 +313,7 @@ def test_kill_of_the_group_alone_gets_the_orphaned_hub_stopped(stop_hub: Hub) ->
         pytest.fail(f"still running: {_describe(everything)}\n{stop_hub.log()[-4000:]}")
     watchdog_log = (stop_hub.dirs["hub"] / "runhub-watchdog.log").read_text()
     assert "lost its supervisor" in watchdog_log and "SIGTERM" in watchdog_log
+    assert "stopping it in 3s" in watchdog_log  # the setting reached the watchdog
 
 
 def test_the_next_runhub_stops_a_hub_left_running_without_its_supervisor(stop_hub: Hub) -> None:

@@ -53,6 +53,7 @@ from portal.hubconfig import (
 WATCHDOG_PID = "runhub-watchdog.pid"
 WATCHDOG_LOG = "runhub-watchdog.log"
 ORPHAN_GRACE = 20.0  # s an unsupervised hub has to finish its cleanup (a server: 10 + 5 s)
+# (BINDERY_HUB_ORPHAN_GRACE overrides it: tests, and operators whose servers stop slower)
 STOP_GRACE = 20.0  # s between TERM and KILL for a hub, the proxy or a server
 
 
@@ -243,8 +244,9 @@ def _stop_previous_hub(hub_dir: HubDir, say: Callable[[str], None]) -> Proc | No
 # -- the watchdog --------------------------------------------------------------------------
 
 
-def _start_watchdog(hub_dir: HubDir) -> None:
-    """Fork the watchdog for this process (about to become the hub) and return at once."""
+def _start_watchdog(hub_dir: HubDir, grace: float = ORPHAN_GRACE) -> None:
+    """Fork the watchdog for this process (about to become the hub) and return at once; it
+    gives a hub that lost its supervisor ``grace`` seconds to end by itself."""
     hub = Proc.of(os.getpid())
     supervisor = Proc.of(os.getppid())
     if hub is None:
@@ -257,7 +259,7 @@ def _start_watchdog(hub_dir: HubDir) -> None:
         os.setsid()
         if os.fork():
             os._exit(0)
-        _watch(hub, supervisor, hub_dir)
+        _watch(hub, supervisor, hub_dir, grace)
     except BaseException:
         with open(hub_dir.path / WATCHDOG_LOG, "a") as log:
             traceback.print_exc(file=log)
@@ -265,7 +267,7 @@ def _start_watchdog(hub_dir: HubDir) -> None:
         os._exit(0)
 
 
-def _watch(hub: Proc, supervisor: Proc | None, hub_dir: HubDir) -> None:
+def _watch(hub: Proc, supervisor: Proc | None, hub_dir: HubDir, grace: float) -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)  # not the supervisor's pipe: it would wait for us to close it
@@ -283,8 +285,8 @@ def _watch(hub: Proc, supervisor: Proc | None, hub_dir: HubDir) -> None:
         lost = supervisor is None or not supervisor.alive() or hub.ppid() != supervisor.pid
         if lost and not orphaned_at:
             orphaned_at = now
-            say(f"the hub lost its supervisor; stopping it in {ORPHAN_GRACE:.0f}s unless it ends")
-        if orphaned_at and not stopped_at and now - orphaned_at > ORPHAN_GRACE:
+            say(f"the hub lost its supervisor; stopping it in {grace:.0f}s unless it ends")
+        if orphaned_at and not stopped_at and now - orphaned_at > grace:
             say("sending SIGTERM to the hub")
             os.kill(hub.pid, signal.SIGTERM)
             stopped_at = now
@@ -349,7 +351,7 @@ class Command(BaseCommand):
         self.stderr.flush()
         os.chdir(path.parent)
         if local:
-            _start_watchdog(hub_dir)
+            _start_watchdog(hub_dir, settings.BINDERY_HUB_ORPHAN_GRACE)
         elif backend.name == "kubernetes" and settings.BINDERY_K8S_KUBECONFIG:
             # KubeSpawner reads KUBECONFIG (else the pod's service account)
             os.environ["KUBECONFIG"] = str(Path(settings.BINDERY_K8S_KUBECONFIG).resolve())
