@@ -32,6 +32,16 @@
     stop() { clearInterval(this.timer); this.timer = null; },
   };
 
+  // The builder's own progress lines (apps/builds/backends/progress.py: uv's and the bytecode
+  // step's milestones, postBuild), shown beside the status: "Building the environment…
+  // Installed 114 packages in 2.7 s".
+  const PROGRESS = /^(Resolv|Prepared |Install|Downloading |Building .* from source|Compil|Running .*postBuild|Creating the virtual)/;
+
+  function progressOf(item) {
+    const lines = (item.lines || [item]).map((l) => l.text || "").filter((t) => PROGRESS.test(t));
+    return lines.length ? "· " + lines[lines.length - 1].replace(/\s+$/, "") : "";
+  }
+
   function say(text) { $("launch-message-text").textContent = text; }
 
   function showLog() { $("log-details").hidden = false; }
@@ -68,6 +78,7 @@
     let ended = false;
     let lastEvent = 0;
     let reusing = false;
+    let progress = "";
     if (!watchOnly) { BinderyLog.setPhase(bar, "waiting"); clock.start(); }
     BinderyLog.attach($("log"), {
       url: "/ws/launches/" + sessionId + "/",
@@ -79,8 +90,11 @@
           const phase = phaseOf(item);
           BinderyLog.setPhase(bar, phase);
           if (/^The environment is ready: reusing it/.test((item.lines || [item]).map((l) => l.text).join("\n"))) reusing = true;
+          const step = progressOf(item);
+          if (step) progress = step;
           say(phase === "fetching" ? "Fetching the repository…"
-            : reusing ? "Reusing an environment built before…" : "Building the environment…");
+            : reusing ? "Reusing an environment built before…"
+            : "Building the environment…" + (progress ? " " + progress : ""));
         } else if (item.kind === "event") {
           if (item.n <= lastEvent) return;
           lastEvent = item.n;
