@@ -242,6 +242,7 @@ def main() -> None:
     os.environ["DJANGO_SETTINGS_MODULE"] = "portal.settings"
     from apps.repos.tests.gitserver import GitServer
 
+    (ROOT / "var").mkdir(exist_ok=True)  # a fresh clone has none yet
     root = Path(tempfile.mkdtemp(prefix="bindery-bench-launch-", dir=ROOT / "var"))
     git = GitServer()
     repo = git.create_repo("lab/bench", {"requirements.txt": "tabulate==0.9.0\n",
