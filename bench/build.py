@@ -41,12 +41,9 @@ django.setup()
 from django.conf import settings  # noqa: E402
 
 from apps.builds.backends.base import BuildRequest  # noqa: E402
-from apps.builds.backends.local import (  # noqa: E402
-    BASE_REQUIREMENTS_FILE,
-    LocalBuilder,
-    default_interpreter,
-    uv_binary,
-)
+from apps.builds.backends.local import LocalBuilder  # noqa: E402
+from apps.builds.backends.local.interpreters import BASE_REQUIREMENTS_FILE, default_interpreter  # noqa: E402
+from apps.builds.backends.local.uv_tool import uv_binary  # noqa: E402
 from apps.repos.tests.gitserver import GitServer  # noqa: E402
 from apps.repos.types import ResolvedRepo  # noqa: E402
 

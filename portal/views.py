@@ -36,7 +36,7 @@ def versions(request: HttpRequest) -> JsonResponse:
         # mybinder's /versions names repo2docker's image the same way.
         body["builder_info"] = {"build_image": settings.BINDERY_K8S_BUILD_IMAGE}
     if settings.BINDERY_BACKEND == "local":
-        from apps.builds.backends.local import default_interpreter, usable_interpreters
+        from apps.builds.backends.local.interpreters import default_interpreter, usable_interpreters
 
         default = default_interpreter().minor
         body["pythons"] = [

@@ -3,7 +3,7 @@
 The build log is for the person building: it says what is happening and how long it takes,
 in their words, not the machine's. uv and ``compileall`` name host paths (the interpreter's
 installation, the environment, whose name is the environment key, the checkout, the cache);
-the readers here sit between a step's output and the log (``local._Job.run`` hands them
+the readers here sit between a step's output and the log (``local.runner.Job.run`` hands them
 every line, and asks them for a progress line while the step is quiet):
 
 - ``UvOutput`` keeps uv's milestones, reworded ("Resolved 87 packages in 1.2 s",

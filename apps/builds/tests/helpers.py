@@ -16,7 +16,9 @@ from typing import Any
 from django.conf import settings
 
 from apps.builds.backends.base import BuildRequest, BuildResult
-from apps.builds.backends.local import LocalBuilder, network_plan, sandbox_mode
+from apps.builds.backends.local import LocalBuilder
+from apps.builds.backends.local.network import network_plan
+from apps.builds.backends.local.steps import sandbox_mode
 from apps.repos.types import ResolvedRepo
 
 # A one-package base set: builds with it take well under a second.

@@ -23,7 +23,9 @@ from django.conf import settings as django_settings
 
 from apps.builds.backends import store
 from apps.builds.backends.base import BuildResult
-from apps.builds.backends.local import default_interpreter, sandbox_mode, uv_binary, uv_binds
+from apps.builds.backends.local.interpreters import default_interpreter
+from apps.builds.backends.local.steps import sandbox_mode, uv_binds
+from apps.builds.backends.local.uv_tool import uv_binary
 from apps.builds.tests.helpers import build, envs_beside_the_cache, resolved, unique
 from apps.testing import require
 from portal.errors import BackendError

@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 
 from apps.builds.backends import store
-from apps.builds.backends.local import loopback_services, network_plan, sandbox_mode
+from apps.builds.backends.local.network import loopback_services, network_plan
+from apps.builds.backends.local.steps import sandbox_mode
 from apps.builds.tests.helpers import (
     Log,
     build,

@@ -33,7 +33,7 @@ from celery.contrib.testing.worker import start_worker
 from apps import sandbox
 from apps.accounts.models import User
 from apps.accounts.tests.factories import UserFactory
-from apps.builds.backends.local import clean_line
+from apps.builds.backends.local.runner import clean_line
 from apps.builds.models import Build
 from apps.builds.tests.helpers import Log, build, envs_beside_the_cache, resolved, unique
 from apps.sessions import services

@@ -30,12 +30,9 @@ from apps.builds.api.serializers import receipt_for
 from apps.builds.backends import disk, store
 from apps.builds.backends.base import BuildRequest, BuildResult
 from apps.builds.backends.config import read_plan
-from apps.builds.backends.local import (
-    LocalBuilder,
-    default_interpreter,
-    find_interpreter,
-    sandbox_mode,
-)
+from apps.builds.backends.local import LocalBuilder
+from apps.builds.backends.local.interpreters import default_interpreter, find_interpreter
+from apps.builds.backends.local.steps import sandbox_mode
 from apps.builds.models import Build
 from apps.builds.services import result_to_json
 from apps.builds.tests.helpers import (
@@ -262,7 +259,7 @@ def test_the_environment_key_and_interpreter_are_kept_for_support_not_in_the_log
     git_host: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     repo = git_host.create_repo(unique("support"), {"requirements.txt": "tabulate==0.9.0\n"})
-    with caplog.at_level(logging.INFO, logger="apps.builds.backends.local"):
+    with caplog.at_level(logging.INFO, logger="apps.builds.backends.local.builder"):
         result, log = build(resolved(git_host, repo))
     interpreter = default_interpreter()
     for value in internal_values(result):

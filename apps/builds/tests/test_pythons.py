@@ -17,9 +17,9 @@ from celery.contrib.testing.worker import start_worker
 from apps.accounts.tests.factories import UserFactory
 from apps.builds.api.serializers import receipt_for
 from apps.builds.backends.config import read_plan
-from apps.builds.backends.local import (
+from apps.builds.backends.local import LocalBuilder
+from apps.builds.backends.local.interpreters import (
     MIN_PYTHON,
-    LocalBuilder,
     base_requirements_file,
     default_interpreter,
     find_interpreter,

@@ -25,7 +25,7 @@ from django.conf import settings as django_settings
 
 from apps.builds.backends import sandboxing, store
 from apps.builds.backends.base import BuildResult
-from apps.builds.backends.local import sandbox_mode
+from apps.builds.backends.local.steps import sandbox_mode
 from apps.builds.tests.helpers import build, envs_beside_the_cache, resolved, unique
 from apps.testing import require
 

@@ -23,7 +23,7 @@ from apps.builds.backends.base import LogSink
 from apps.builds.backends.kubernetes import r2dlog
 from apps.builds.backends.kubernetes.cluster import Cluster, LogNotReady
 from apps.builds.backends.kubernetes.pods import CONTAINER
-from apps.builds.backends.local import meaningful_line
+from apps.builds.backends.local.runner import meaningful_line
 from portal.errors import BackendError
 
 log = logging.getLogger(__name__)
