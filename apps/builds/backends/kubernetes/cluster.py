@@ -28,7 +28,9 @@ class LogNotReady(Exception):
 
 
 @lru_cache(maxsize=4)
-def _api_client(kubeconfig: str) -> client.ApiClient:
+def api_client(kubeconfig: str) -> client.ApiClient:
+    """One client per kubeconfig path ("": the pod's service account), for the builder and
+    the session backend alike."""
     if kubeconfig:
         return kube_config.new_client_from_config(config_file=kubeconfig, persist_config=False)
     configuration = client.Configuration()
@@ -43,7 +45,7 @@ def core_api() -> client.CoreV1Api:
     from django.conf import settings
 
     try:
-        return client.CoreV1Api(_api_client(settings.BINDERY_K8S_KUBECONFIG))
+        return client.CoreV1Api(api_client(settings.BINDERY_K8S_KUBECONFIG))
     except (kube_config.ConfigException, OSError, ValueError) as exc:
         where = settings.BINDERY_K8S_KUBECONFIG or "the in-cluster service account"
         raise BackendError(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit
@@ -25,6 +24,7 @@ from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
+from apps.builds.backends.kubernetes.cluster import api_client
 from apps.sessions.backends.base import (
     ArchiveNotOffered,
     ServerSpec,
@@ -54,21 +54,12 @@ class ClusterUnavailable(ServiceUnavailable):
     default_message = "The cluster's storage could not be reached; try again in a moment."
 
 
-@lru_cache(maxsize=4)
-def _api_client(kubeconfig: str) -> client.ApiClient:
-    if kubeconfig:
-        return kube_config.new_client_from_config(config_file=kubeconfig, persist_config=False)
-    configuration = client.Configuration()
-    kube_config.load_incluster_config(client_configuration=configuration)
-    return client.ApiClient(configuration)
-
-
 def core_api() -> client.CoreV1Api:
     """CoreV1 from BINDERY_K8S_KUBECONFIG, or the pod's service account when it is empty
     (files only: the first request contacts the cluster). Raises ClusterUnavailable."""
     path = settings.BINDERY_K8S_KUBECONFIG
     try:
-        return client.CoreV1Api(_api_client(str(Path(path).resolve()) if path else ""))
+        return client.CoreV1Api(api_client(str(Path(path).resolve()) if path else ""))
     except (kube_config.ConfigException, OSError, ValueError) as exc:
         log.error("kubernetes client configuration (%s) unusable: %s", path or "in-cluster", exc)
         raise ClusterUnavailable(
