@@ -113,6 +113,7 @@ INSTALLED_APPS = [
     "apps.builds",
     "apps.sessions",
     "apps.quotas",
+    "apps.sharing",
 ]
 
 MIDDLEWARE = [
@@ -248,8 +249,13 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "prune-build-logs": {"task": "apps.builds.tasks.prune_build_logs", "schedule": 3600.0},
     "prune-environments": {"task": "apps.builds.tasks.prune_environments", "schedule": 3600.0},
     "clean-build-pods": {"task": "apps.builds.tasks.clean_build_pods", "schedule": 300.0},
+    "account-usage": {"task": "apps.quotas.tasks.account_usage", "schedule": 60.0},
+    "measure-storage": {
+        "task": "apps.quotas.tasks.measure_storage",
+        "schedule": float(env.int("BINDERY_STORAGE_MEASURE_INTERVAL", default=900)),
+    },
 }
-CELERY_TIMEZONE = "UTC"
+CELERY_TIMEZONE = "UTC"  # beat's clock; quota months follow TIME_ZONE
 
 # --- Accounts (django-allauth) ------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
@@ -348,7 +354,8 @@ WHITENOISE_USE_FINDERS = not PRODUCTION
 
 # --- Internationalisation -----------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+# The site's time zone: monthly quota periods (session hours, build minutes) follow it.
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
 
@@ -522,6 +529,21 @@ BINDERY_MAX_SESSIONS_PER_USER = env.int("BINDERY_MAX_SESSIONS_PER_USER", default
 # Builds one user may have running at once (429 BUILD_QUOTA_EXCEEDED past that).
 BINDERY_MAX_BUILDS_PER_USER = env.int("BINDERY_MAX_BUILDS_PER_USER", default=2)
 BINDERY_MAX_SESSIONS_ANONYMOUS = env.int("BINDERY_MAX_SESSIONS_ANONYMOUS", default=1)
+# Quotas (apps/quotas/limits.py): the defaults a user (and a member within a team) has
+# without limits of their own; empty = unlimited. CPU per session in cores, session hours
+# and build minutes per calendar month, storage per volume (2G, 500M...).
+BINDERY_SESSION_CPU = env.str("BINDERY_SESSION_CPU", default="")
+BINDERY_SESSION_HOURS_PER_MONTH = env.str("BINDERY_SESSION_HOURS_PER_MONTH", default="")
+BINDERY_BUILD_MINUTES_PER_MONTH = env.str("BINDERY_BUILD_MINUTES_PER_MONTH", default="")
+BINDERY_VOLUME_STORAGE = env.str("BINDERY_VOLUME_STORAGE", default="")
+# Hard ceilings for everyone, and a team pool's defaults: JSON objects of limit names in the
+# API's units, e.g. {"sessions": 20, "memory": 8589934592, "session_hours": 500}.
+BINDERY_QUOTA_CEILINGS = env.str("BINDERY_QUOTA_CEILINGS", default="")
+BINDERY_QUOTA_TEAM_DEFAULTS = env.str("BINDERY_QUOTA_TEAM_DEFAULTS", default="")
+# Sessions are warned this many minutes before their month's session hours run out.
+BINDERY_QUOTA_WARN_MINUTES = env.int("BINDERY_QUOTA_WARN_MINUTES", default=10)
+# How often (seconds) beat measures the volumes of running sessions for the ledger.
+BINDERY_STORAGE_MEASURE_INTERVAL = env.int("BINDERY_STORAGE_MEASURE_INTERVAL", default=900)
 # Outside HTTP calls (record providers): timeout per request, and the most a record may weigh.
 BINDERY_HTTP_TIMEOUT = env.int("BINDERY_HTTP_TIMEOUT", default=30)
 BINDERY_RECORD_MAX_BYTES = env.int("BINDERY_RECORD_MAX_BYTES", default=2 * 1024**3)

@@ -14,6 +14,8 @@ api_v1 = [
     path("", include("apps.repos.api.urls")),
     path("", include("apps.builds.api.urls")),
     path("", include("apps.sessions.api.urls")),
+    path("", include("apps.quotas.api.urls")),
+    path("", include("apps.sharing.api.urls")),
 ]
 
 urlpatterns = [
@@ -25,6 +27,7 @@ urlpatterns = [
     path("builds/", include("apps.builds.urls")),
     path("repos/", include("apps.repos.urls")),
     path("sessions/", include("apps.sessions.urls")),
+    path("", include("apps.sharing.urls")),  # /s/ share links, team environments
     path("volumes/", sessions_views.volumes, name="volumes"),
     path("volumes/<int:volume_id>/delete/", sessions_views.volume_delete, name="volume-delete"),
     path("launch-link", sessions_views.launch_link, name="launch-link"),

@@ -176,7 +176,7 @@ def request_build(
         return BuildRequested(active, created=False)
     try:
         with transaction.atomic():
-            admit_build(user)
+            admit_build(user, team)
             build = Build.objects.create(
                 provider=resolved.provider,
                 spec=resolved.spec[:1000],

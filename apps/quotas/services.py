@@ -1,16 +1,38 @@
-"""Admission: may this launch start now, and with which resources?"""
+"""Admission (may this launch or build start now, with which resources?), the usage
+report ("X left"), and setting limits. The limits and their levels: ``apps.quotas.limits``;
+the ledger the monthly limits count: ``apps.quotas.ledger``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.template.defaultfilters import filesizeformat
+from django.utils import timezone
 
 from apps.accounts.models import User
-from apps.quotas.models import QuotaPolicy
-from apps.teams.models import Team
-from portal.errors import BinderyError
+from apps.quotas import ledger
+from apps.quotas.limits import (
+    MONTHLY,
+    NAMES,
+    POOL,
+    UNITS,
+    InvalidLimit,
+    anonymous_limits,
+    clean_values,
+    merged,
+    site_ceilings,
+    site_defaults,
+    tighter,
+)
+from apps.quotas.models import Quota, UsageRecord
+from apps.teams.models import Membership, Team
+from portal.errors import BinderyError, InvalidInput, NotFound, PermissionDenied
 
 
 class QuotaExceeded(BinderyError):
@@ -22,77 +44,719 @@ class BuildQuotaExceeded(QuotaExceeded):
     code = "BUILD_QUOTA_EXCEEDED"
 
 
-def admit_build(user: User | None) -> None:
-    """May ``user`` start one more build now? Raises BuildQuotaExceeded (429) when they
-    already have ``BINDERY_MAX_BUILDS_PER_USER`` running; locks the user's row, so two
-    requests at once cannot both pass. Anonymous builds are bounded by session admission."""
-    if user is None or not user.is_authenticated:
-        return
-    from apps.builds.models import Build
+class StorageQuotaExceeded(QuotaExceeded):
+    code = "STORAGE_QUOTA_EXCEEDED"
 
-    allowed = int(settings.BINDERY_MAX_BUILDS_PER_USER)
-    User.objects.select_for_update().filter(pk=user.pk).first()
-    used = Build.objects.filter(requested_by=user, status__in=Build.ACTIVE).count()
-    if used >= allowed:
-        raise BuildQuotaExceeded(
-            f"You have {used} builds running, the most at once: wait for one to finish.",
-            limit="builds",
-            used=used,
-            allowed=allowed,
-            left=0,
+
+class QuotaAboveCeiling(InvalidInput):
+    code = "QUOTA_ABOVE_CEILING"
+
+
+# --- who is counted -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Whose use a pool limit counts, with its bounds (complete: every name)."""
+
+    kind: str  # "user" (personal use), "team" (every member's team use), "member", "anonymous"
+    bounds: Mapping[str, float | int | None]
+    levels: Mapping[str, str]  # name → which level set the bound ("site", "team", …)
+    user_id: int | None = None
+    team_id: int | None = None
+    anonymous_owner: str = ""
+    team_name: str = ""
+
+
+def _values(scope: str, **owner: Any) -> dict[str, float | int | None]:
+    quota = Quota.objects.filter(scope=scope, **owner).only("values").first()
+    return dict(quota.values) if quota is not None else {}
+
+
+def _layered(
+    layers: Sequence[tuple[str, Mapping[str, float | int | None]]],
+) -> tuple[dict[str, float | int | None], dict[str, str]]:
+    bounds: dict[str, float | int | None] = {}
+    levels: dict[str, str] = {}
+    for name in NAMES:
+        best: float | int | None = None
+        level = layers[-1][0]
+        for layer, values in layers:
+            value = values.get(name)
+            if value is not None and (best is None or value < best):
+                best, level = value, layer
+        bounds[name], levels[name] = best, level
+    return bounds, levels
+
+
+def pools_for(
+    user: User | None, team: Team | None = None, *, anonymous_owner: str = ""
+) -> list[Pool]:
+    """The pools a launch counts against: the user's own (personal), or the team's pool
+    and the member's cap within it (team), or the visitor's (anonymous)."""
+    ceilings = site_ceilings()
+    if user is None:
+        bounds, levels = _layered([("site", ceilings), ("anonymous", anonymous_limits())])
+        return [Pool("anonymous", bounds, levels, anonymous_owner=anonymous_owner)]
+    if team is None:
+        bounds, levels = _layered(
+            [("site", ceilings), ("user", merged("user", _values("user", user=user)))]
         )
+        return [Pool("user", bounds, levels, user_id=user.pk)]
+    membership = Membership.objects.filter(team=team, user=user).first()
+    team_layers = [
+        ("site", ceilings),
+        ("team ceiling", _values("ceiling", team=team)),
+        ("team", merged("team", _values("team", team=team))),
+    ]
+    team_bounds, team_levels = _layered(team_layers)
+    member_values = _values("member", membership=membership) if membership else {}
+    member_bounds, member_levels = _layered(
+        [*team_layers, ("member", merged("member", member_values))]
+    )
+    return [
+        Pool("team", team_bounds, team_levels, team_id=team.pk, team_name=team.name),
+        Pool("member", member_bounds, member_levels, user_id=user.pk, team_id=team.pk,
+             team_name=team.name),
+    ]  # fmt: skip
+
+
+# --- counting -------------------------------------------------------------------------------
+
+
+def _count_scope(pool: Pool) -> dict[str, Any]:
+    personal = pool.kind == "user"
+    return {"user_id": pool.user_id, "team_id": pool.team_id, "personal": personal}
+
+
+def used_in(pool: Pool, name: str, now: datetime) -> float | int:
+    """What ``pool`` uses of a pool limit now (sessions, builds) or this month (hours,
+    minutes), in the limit's unit."""
+    from apps.builds.models import Build
+    from apps.sessions.models import Session
+
+    scope = _count_scope(pool)
+    if name == "sessions":
+        if pool.kind == "anonymous":
+            return Session.objects.filter(user=None, anonymous_owner=pool.anonymous_owner,
+                                          status__in=Session.ACTIVE).count()  # fmt: skip
+        return ledger.running_totals(**scope)[0]
+    if name == "builds":
+        builds = Build.objects.filter(status__in=Build.ACTIVE)
+        if pool.user_id is not None:
+            builds = builds.filter(requested_by_id=pool.user_id)
+        if pool.team_id is not None:
+            builds = builds.filter(team_id=pool.team_id)
+        elif pool.kind == "user":
+            builds = builds.filter(team__isnull=True)
+        elif pool.kind == "anonymous":
+            return 0
+        return builds.count()
+    period = ledger.period_of(now)
+    if name == "session_hours":
+        if pool.kind == "anonymous":
+            return 0
+        seconds = ledger.seconds_used(UsageRecord.Kind.SESSION, period, **scope)
+        seconds += ledger.unaccounted_running_seconds(now, **scope)
+        return round(seconds / 3600, 4)
+    if name == "build_minutes":
+        if pool.kind == "anonymous":
+            return 0
+        return round(ledger.seconds_used(UsageRecord.Kind.BUILD, period, **scope) / 60, 4)
+    raise ValueError(name)
+
+
+def _left(allowed: float | int | None, used: float | int) -> float | int | None:
+    if allowed is None:
+        return None
+    left = allowed - used
+    return max(0, round(left, 4) if isinstance(left, float) else left)
+
+
+def resets_at(name: str, now: datetime) -> str | None:
+    return ledger.period_of(now).end.isoformat() if name in MONTHLY else None
+
+
+def _number(name: str, value: float | int | None) -> str:
+    if value is None:
+        return "unlimited"
+    if name in ("memory", "storage"):
+        return filesizeformat(value).replace("\xa0", " ")
+    if name == "session_hours":
+        return f"{value:g} hour{'s' if value != 1 else ''}"
+    if name == "build_minutes":
+        return f"{value:g} build minute{'s' if value != 1 else ''}"
+    if name == "cpu":
+        return f"{value:g} CPU" + ("s" if value != 1 else "")
+    return f"{value:g}"
+
+
+def _whose(pool: Pool, name: str) -> str:
+    """Whose limit it is, for a sentence: "your limit", "Ocean Lab's limit", "the site's
+    limit"."""
+    level = pool.levels.get(name, "")
+    if level == "site":
+        return "the site's limit"
+    if pool.kind == "team":
+        return f"{pool.team_name}'s limit" + (" (set by staff)" if level == "team ceiling" else "")
+    if pool.kind == "member":
+        if level == "member":
+            return f"your limit in {pool.team_name}"
+        return f"{pool.team_name}'s limit"
+    return "your limit"
+
+
+def _subject(pool: Pool) -> tuple[str, str]:
+    """(who, verb suffix) for sentences: ("You", "") or ("Ocean Lab", "s")."""
+    if pool.kind == "team":
+        return pool.team_name, "s"
+    return "You", ""
+
+
+def _refuse_pool(pool: Pool, name: str, used: float | int, allowed: float | int,
+                 now: datetime, error: type[QuotaExceeded]) -> QuotaExceeded:  # fmt: skip
+    who, s = _subject(pool)
+    whose = _whose(pool, name)
+    where = f" for {pool.team_name}" if pool.kind == "member" else ""
+    period = ledger.period_of(now)
+    renew = f"{period.end:%-d %B %Y}"
+    if name == "sessions":
+        other = ("Ask a member to stop one, or a team admin to raise the limit."
+                 if pool.kind == "team" else "Stop one before starting another.")  # fmt: skip
+        sentence = (f"{who} already run{s} {used:g} session{'s' if used != 1 else ''}{where} "
+                    f"({whose} is {allowed:g}). {other}")  # fmt: skip
+    elif name == "builds":
+        sentence = (f"{who} already run{s} {used:g} build{'s' if used != 1 else ''}{where} "
+                    f"({whose} is {allowed:g} at once): wait for one to finish.")  # fmt: skip
+    else:
+        has = "have" if who == "You" else "has"
+        unit = "session hours" if name == "session_hours" else "build minutes"
+        sentence = (f"{who} {has} used {used:g} of {allowed:g} {unit}{where} for "
+                    f"{period.name} ({whose}); they renew on {renew}.")  # fmt: skip
+    return error(
+        sentence, limit=name, used=used, allowed=allowed, left=_left(allowed, used),
+        resets_at=resets_at(name, now),
+    )  # fmt: skip
+
+
+# --- admission ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Admission:
     memory_bytes: int
     max_processes: int
+    cpu: float | None = None
+    # What each volume the session mounts may hold (volume id → bytes or None).
+    storage: Mapping[int, int | None] = field(default_factory=dict)
 
 
-def parse_size(text: str) -> int:
-    """``"2G"`` → bytes. Accepts K, M, G, T suffixes (powers of 1024) or plain bytes."""
-    text = text.strip().upper().removesuffix("B").removesuffix("I")
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    if text and text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
+def per_session(pools: Iterable[Pool], name: str) -> float | int | None:
+    bound: float | int | None = None
+    for pool in pools:
+        bound = tighter(bound, pool.bounds.get(name))
+    return bound
 
 
-def _policy_for(user: User | None, team: Team | None) -> tuple[int, int]:
-    policy = None
-    if team is not None:
-        policy = QuotaPolicy.objects.select_for_update().filter(team=team).first()
-    if policy is None and user is not None:
-        policy = QuotaPolicy.objects.select_for_update().filter(user=user).first()
-    if policy is not None:
-        return policy.max_sessions, policy.memory_bytes
-    return settings.BINDERY_MAX_SESSIONS_PER_USER, parse_size(settings.BINDERY_SESSION_MEMORY)
+def _check_sessions(pools: list[Pool], now: datetime) -> None:
+    for pool in pools:
+        for name in ("sessions", "session_hours"):
+            allowed = pool.bounds.get(name)
+            if allowed is None:
+                continue
+            used = used_in(pool, name, now)
+            if used >= allowed:
+                raise _refuse_pool(pool, name, used, allowed, now, QuotaExceeded)
 
 
-def admit(user: User | None, team: Team | None = None, *, anonymous_owner: str = "") -> Admission:
-    """Refuse with QuotaExceeded (429: which limit, used, allowed) before any work starts.
+def _size(
+    pools: list[Pool], cpu: float | None, memory_bytes: int | None
+) -> tuple[int, float | None]:
+    """The session's memory and CPU: what it asked for, within the tightest bound; the
+    bound itself when it asked for nothing."""
+    for name, asked in (("memory", memory_bytes), ("cpu", cpu)):
+        allowed = per_session(pools, name)
+        if asked is not None and allowed is not None and asked > allowed:
+            pool = next(p for p in pools if p.bounds.get(name) == allowed)
+            raise QuotaExceeded(
+                f"This launch asks for {_number(name, asked)}; the most one session may have "
+                f"is {_number(name, allowed)} ({_whose(pool, name)}).",
+                limit=name, used=asked, allowed=allowed, left=allowed, resets_at=None,
+            )  # fmt: skip
+    memory_allowed = per_session(pools, "memory")
+    memory = memory_bytes if memory_bytes is not None else memory_allowed
+    if memory is None:
+        memory = int(site_defaults("user")["memory"] or 2 * 1024**3)
+    cpu_allowed = per_session(pools, "cpu")
+    return int(memory), cpu if cpu is not None else cpu_allowed
 
-    Call inside the transaction that creates the session: the policy row (or the user row)
-    is locked, so two launches at once cannot both take the last place.
-    """
-    from apps.sessions.models import Session
 
-    assert transaction.get_connection().in_atomic_block, "admit() needs a transaction"
-    allowed, memory = _policy_for(user, team)
+def _volumes_for(user: User | None, team: Team | None) -> list[Any]:
+    """The volumes a launch mounts that exist already (a new one holds nothing)."""
+    from apps.sessions.models import Volume
+
+    found = []
     if user is not None:
-        User.objects.select_for_update().filter(pk=user.pk).first()  # serialise this user
-        used = Session.objects.filter(user=user, status__in=Session.ACTIVE).count()
+        found += list(Volume.objects.filter(user=user))
+    if team is not None:
+        found += list(Volume.objects.filter(team=team).select_related("team"))
+    return found
+
+
+def storage_limit_of(volume: Any) -> tuple[int | None, Pool]:
+    """What one volume may hold: a home volume its owner's personal limit, a team's volume
+    the team's pool limit."""
+    pool = pools_for(volume.user)[0] if volume.user_id else _team_pool(volume.team)
+    allowed = pool.bounds.get("storage")
+    return (None if allowed is None else int(allowed)), pool
+
+
+def _check_storage(user: User | None, team: Team | None) -> dict[int, int | None]:
+    """Each mounted volume's limit; refuses a volume measured over it. Only where a
+    volume's size is the bytes its files use (local): a claim's size is its capacity, which
+    the claim itself bounds (kubernetes requests the limit as the claim's size)."""
+    from apps.sessions.services import volume_offer
+
+    limits: dict[int, int | None] = {}
+    measured = volume_offer().size_kind == "used"
+    for volume in _volumes_for(user, team):
+        allowed, pool = storage_limit_of(volume)
+        limits[volume.pk] = allowed
+        size = int(volume.size_bytes)
+        if measured and allowed is not None and size > allowed:
+            what = "Your home volume" if volume.user_id else f"{volume.team}'s volume"
+            raise StorageQuotaExceeded(
+                f"{what} holds {_number('storage', size)}, over its "
+                f"{_number('storage', allowed)} limit ({_whose(pool, 'storage')}). Launches "
+                "that mount it are refused until it is under; nothing was deleted. Download "
+                "what you want to keep from the Volumes page and delete the volume there, "
+                "or ask for a larger limit.",
+                limit="storage", used=size, allowed=allowed, left=0, resets_at=None,
+            )  # fmt: skip
+    return limits
+
+
+def _lock(user: User | None, team: Team | None) -> None:
+    """Serialise admissions that count the same pool: the team's row, then the user's
+    (always in that order, so two launches never wait for each other in a circle)."""
+    if team is not None:
+        Team.objects.select_for_update().filter(pk=team.pk).first()
+    if user is not None:
+        User.objects.select_for_update().filter(pk=user.pk).first()
+
+
+def admit(
+    user: User | None,
+    team: Team | None = None,
+    *,
+    anonymous_owner: str = "",
+    cpu: float | None = None,
+    memory_bytes: int | None = None,
+    now: datetime | None = None,
+) -> Admission:
+    """Refuse with QuotaExceeded (429: which limit, used, allowed, left, resets_at) before
+    any work starts, or StorageQuotaExceeded for a mounted volume over its limit; else the
+    session's size.
+
+    Call inside the transaction that creates the session: the team's and the user's rows
+    are locked, so two launches at once cannot both take the last place.
+    """
+    assert transaction.get_connection().in_atomic_block, "admit() needs a transaction"
+    now = now or timezone.now()
+    _lock(user, team)
+    pools = pools_for(user, team, anonymous_owner=anonymous_owner)
+    _check_sessions(pools, now)
+    memory, session_cpu = _size(pools, cpu, memory_bytes)
+    storage = _check_storage(user, team)
+    return Admission(memory_bytes=memory, max_processes=settings.BINDERY_SESSION_PROCESSES,
+                     cpu=session_cpu, storage=storage)  # fmt: skip
+
+
+def admit_build(user: User | None, team: Team | None = None, now: datetime | None = None) -> None:
+    """May ``user`` start one more build now (for ``team``'s launch, or their own)? Raises
+    BuildQuotaExceeded (429) past builds-at-once or this month's build minutes; locks the
+    rows, so two requests at once cannot both pass. Anonymous builds are bounded by session
+    admission."""
+    if user is None or not user.is_authenticated:
+        return
+    now = now or timezone.now()
+    _lock(user, team)
+    for pool in pools_for(user, team):
+        for name in ("builds", "build_minutes"):
+            allowed = pool.bounds.get(name)
+            if allowed is None:
+                continue
+            used = used_in(pool, name, now)
+            if used >= allowed:
+                raise _refuse_pool(pool, name, used, allowed, now, BuildQuotaExceeded)
+
+
+def preview(
+    user: User | None, team: Team | None = None, *, anonymous_owner: str = "",
+    cpu: float | None = None, memory_bytes: int | None = None,
+) -> tuple[Admission | None, QuotaExceeded | None, list[LimitUsage]]:  # fmt: skip
+    """What a launch would get, or the refusal it would meet (the same sentence), and what
+    is left: for the launch form and the ``/v2/`` page. Reads only, locks nothing."""
+    now = timezone.now()
+    pools = pools_for(user, team, anonymous_owner=anonymous_owner)
+    report = _report(pools, now, current=True)
+    try:
+        _check_sessions(pools, now)
+        memory, session_cpu = _size(pools, cpu, memory_bytes)
+        storage = _check_storage(user, team)
+    except QuotaExceeded as exc:
+        return None, exc, report
+    admission = Admission(memory, settings.BINDERY_SESSION_PROCESSES, session_cpu, storage)
+    return admission, None, report
+
+
+# --- the usage report -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LimitUsage:
+    name: str
+    unit: str
+    used: float | int | None
+    allowed: float | int | None
+    left: float | int | None
+    resets_at: str | None = None
+    per: str = ""  # "session", "volume" for the per-session/per-volume ones; "" for pools
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": self.name, "unit": self.unit, "used": self.used,
+                                "allowed": self.allowed, "left": self.left}  # fmt: skip
+        if self.resets_at:
+            body["resets_at"] = self.resets_at
+        if self.per:
+            body["per"] = self.per
+        return body
+
+    @property
+    def fraction(self) -> float | None:
+        if self.allowed in (None, 0) or self.used is None:
+            return None if self.allowed is None else 1.0
+        return min(1.0, float(self.used) / float(self.allowed))
+
+
+def _storage_used(pool: Pool, period: ledger.Period, current: bool) -> int | None:
+    from apps.sessions.models import Volume
+
+    if pool.kind == "anonymous":
+        return None
+    if current:
+        if pool.kind == "team":
+            volume = Volume.objects.filter(team_id=pool.team_id or 0).first()
+        elif pool.kind == "user":
+            volume = Volume.objects.filter(user_id=pool.user_id or 0).first()
+        else:
+            return None  # a member's storage is their home volume: see their own usage
+        return int(volume.size_bytes) if volume is not None else 0
+    from django.db.models import Max
+
+    rows = UsageRecord.objects.filter(kind=UsageRecord.Kind.STORAGE, period=period.first)
+    if pool.kind == "team":
+        rows = rows.filter(team_id=pool.team_id or 0)
     else:
-        allowed = settings.BINDERY_MAX_SESSIONS_ANONYMOUS
-        used = Session.objects.filter(
-            anonymous_owner=anonymous_owner, status__in=Session.ACTIVE
-        ).count()
-    if used >= allowed:
-        raise QuotaExceeded(
-            f"You already run {used} session{'s' if used != 1 else ''} (the limit is "
-            f"{allowed}). Stop one before starting another.",
-            limit="sessions",
-            used=used,
-            allowed=allowed,
-        )
-    return Admission(memory_bytes=memory, max_processes=settings.BINDERY_SESSION_PROCESSES)
+        rows = rows.filter(user_id=pool.user_id or 0, team__isnull=True)
+    peak = rows.aggregate(peak=Max("quantity"))["peak"]
+    return int(peak) if peak is not None else 0
+
+
+def _report(pools: list[Pool], now: datetime, *, current: bool,
+            period: ledger.Period | None = None) -> list[LimitUsage]:  # fmt: skip
+    """Each limit: what is used and left, the tightest pool deciding."""
+    period = period or ledger.period_of(now)
+    out: list[LimitUsage] = []
+    for name in NAMES:
+        if name in POOL:
+            best: LimitUsage | None = None
+            for pool in pools:
+                allowed = pool.bounds.get(name)
+                if name in MONTHLY:
+                    used = _used_in_period(pool, name, period, now, current)
+                elif current:
+                    used = used_in(pool, name, now)
+                else:
+                    used = None
+                left = _left(allowed, used) if used is not None else None
+                row = LimitUsage(name, UNITS[name], used, allowed, left,
+                                 resets_at(name, now) if current else None)  # fmt: skip
+                if best is None or (
+                    row.left is not None and (best.left is None or row.left < best.left)
+                ):
+                    best = row  # fmt: skip
+            assert best is not None
+            out.append(best)
+        elif name == "storage":
+            allowed = per_session(pools, name) if pools[0].kind != "member" else (
+                pools[0].bounds.get(name))  # fmt: skip
+            used = _storage_used(pools[0], period, current)
+            left = _left(allowed, used) if used is not None else None
+            out.append(LimitUsage(name, UNITS[name], used, allowed, left, per="volume"))
+        else:
+            allowed = per_session(pools, name)
+            used = _running(pools, name) if current else None
+            out.append(LimitUsage(name, UNITS[name], used, allowed, allowed, per="session"))
+    return out
+
+
+def _running(pools: list[Pool], name: str) -> float | int:
+    """Cores or bytes the (narrowest) pool's active sessions hold now."""
+    pool = pools[-1]
+    if pool.kind == "anonymous":
+        return 0
+    _, cores, memory = ledger.running_totals(**_count_scope(pool))
+    return round(cores, 4) if name == "cpu" else memory
+
+
+def _used_in_period(pool: Pool, name: str, period: ledger.Period, now: datetime,
+                    current: bool) -> float:  # fmt: skip
+    if current:
+        return float(used_in(pool, name, now))
+    kind = UsageRecord.Kind.SESSION if name == "session_hours" else UsageRecord.Kind.BUILD
+    seconds = ledger.seconds_used(kind, period, **_count_scope(pool))
+    return round(seconds / (3600 if name == "session_hours" else 60), 4)
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    period: ledger.Period
+    limits: list[LimitUsage]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "period": {
+                "start": self.period.start.isoformat(),
+                "end": self.period.end.isoformat(),
+                "label": self.period.label,
+            },
+            "limits": [limit.as_dict() for limit in self.limits],
+        }
+
+    def get(self, name: str) -> LimitUsage:
+        return next(limit for limit in self.limits if limit.name == name)
+
+
+def _period_arg(period: ledger.Period | None, now: datetime) -> tuple[ledger.Period, bool]:
+    current = ledger.period_of(now)
+    period = period or current
+    return period, period == current
+
+
+def usage_for(
+    user: User, team: Team | None = None, period: ledger.Period | None = None
+) -> UsageReport:
+    """The user's own use and limits (personal launches), or within ``team`` (the team's
+    pool and their cap in it, the tighter deciding each "left")."""
+    now = timezone.now()
+    period, current = _period_arg(period, now)
+    return UsageReport(period, _report(pools_for(user, team), now, current=current,
+                                       period=period))  # fmt: skip
+
+
+def team_usage(team: Team, period: ledger.Period | None = None) -> UsageReport:
+    """The team's totals against its pool."""
+    now = timezone.now()
+    period, current = _period_arg(period, now)
+    pool = _team_pool(team)
+    return UsageReport(period, _report([pool], now, current=current, period=period))
+
+
+def _team_pool(team: Team) -> Pool:
+    bounds, levels = _layered([
+        ("site", site_ceilings()),
+        ("team ceiling", _values("ceiling", team=team)),
+        ("team", merged("team", _values("team", team=team))),
+    ])  # fmt: skip
+    return Pool("team", bounds, levels, team_id=team.pk, team_name=team.name)
+
+
+def member_usage(
+    team: Team, period: ledger.Period | None = None
+) -> list[tuple[Membership, UsageReport]]:
+    """Each member's use within the team, against their cap (admins' view)."""
+    now = timezone.now()
+    period, current = _period_arg(period, now)
+    rows = []
+    for membership in Membership.objects.filter(team=team).select_related("user"):
+        pool = pools_for(membership.user, team)[1]
+        rows.append((membership, UsageReport(period, _report([pool], now, current=current,
+                                                             period=period))))  # fmt: skip
+    return rows
+
+
+# --- setting limits -------------------------------------------------------------------------
+
+
+def _clean(values: Mapping[str, Any]) -> dict[str, float | int | None]:
+    try:
+        return clean_values(values)
+    except InvalidLimit as exc:
+        raise InvalidInput(str(exc), code="QUOTA_INVALID", limit=exc.name) from exc
+
+
+def _within(values: Mapping[str, float | int | None],
+            ceiling: Mapping[str, float | int | None], whose: str) -> None:  # fmt: skip
+    for name, value in values.items():
+        allowed = ceiling.get(name)
+        if allowed is None:
+            continue
+        if value is None or value > allowed:
+            raise QuotaAboveCeiling(
+                f"{name} cannot be {_number(name, value)}: the most {whose} allows is "
+                f"{_number(name, allowed)}.",
+                limit=name, allowed=allowed,
+            )  # fmt: skip
+
+
+def _save(scope: str, values: Mapping[str, float | int | None], actor: User,
+          **owner: Any) -> Quota:  # fmt: skip
+    quota, _ = Quota.objects.select_for_update().get_or_create(scope=scope, **owner)
+    quota.values = {**quota.values, **values}
+    quota.updated_at, quota.updated_by = timezone.now(), actor
+    quota.save(update_fields=["values", "updated_at", "updated_by"])
+    return quota
+
+
+def _require_staff(actor: User) -> None:
+    if not actor.is_staff:
+        raise PermissionDenied("Only staff can set this.")
+
+
+def _require_manager(actor: Membership) -> None:
+    if not actor.can_manage and not actor.user.is_staff:
+        raise PermissionDenied("Only team owners and admins can set the team's limits.")
+
+
+@transaction.atomic
+def set_user_quota(actor: User, user: User, values: Mapping[str, Any]) -> dict[str, Any]:
+    _require_staff(actor)
+    cleaned = _clean(values)
+    _within(cleaned, site_ceilings(), "the site")
+    _save("user", cleaned, actor, user=user)
+    return effective(pools_for(user)[0])
+
+
+@transaction.atomic
+def set_team_ceiling(actor: User, team: Team, values: Mapping[str, Any]) -> dict[str, Any]:
+    _require_staff(actor)
+    cleaned = _clean(values)
+    _within(cleaned, site_ceilings(), "the site")
+    _save("ceiling", cleaned, actor, team=team)
+    return team_ceiling(team)
+
+
+@transaction.atomic
+def set_team_quota(actor: Membership, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The team's pool, set by its admins within what the site and staff allow it."""
+    _require_manager(actor)
+    cleaned = _clean(values)
+    team = actor.team
+    ceiling = dict(site_ceilings())
+    for name, value in _values("ceiling", team=team).items():
+        ceiling[name] = tighter(ceiling.get(name), value)
+    _within(cleaned, ceiling, "the site allows the team" if not _values("ceiling", team=team)
+            else "staff allow the team")  # fmt: skip
+    _save("team", cleaned, actor.user, team=team)
+    return effective(_team_pool(team))
+
+
+@transaction.atomic
+def set_member_quota(
+    actor: Membership, membership: Membership, values: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A member's cap within the team, never above the team's own bounds."""
+    _require_manager(actor)
+    if membership.team_id != actor.team_id:
+        raise NotFound("No such member.")
+    cleaned = _clean(values)
+    _within(cleaned, _team_pool(actor.team).bounds, "the team")
+    _save("member", cleaned, actor.user, membership=membership)
+    return effective(pools_for(membership.user, actor.team)[1])
+
+
+def effective(pool: Pool) -> dict[str, Any]:
+    """The limits that bind, by name (None = unlimited)."""
+    return {name: pool.bounds.get(name) for name in NAMES}
+
+
+def team_quota(team: Team) -> dict[str, Any]:
+    return effective(_team_pool(team))
+
+
+def member_quota(membership: Membership) -> dict[str, Any]:
+    return effective(pools_for(membership.user, membership.team)[1])
+
+
+def user_quota(user: User) -> dict[str, Any]:
+    return effective(pools_for(user)[0])
+
+
+def team_ceiling(team: Team) -> dict[str, Any]:
+    ceiling = dict(site_ceilings())
+    for name, value in _values("ceiling", team=team).items():
+        ceiling[name] = tighter(ceiling.get(name), value)
+    return {name: ceiling.get(name) for name in NAMES}
+
+
+# --- the month running out ------------------------------------------------------------------
+
+
+def enforce_session_hours(now: datetime | None = None) -> dict[str, list[int]]:
+    """Warn running sessions whose pool's session hours run out within
+    ``BINDERY_QUOTA_WARN_MINUTES`` (an event on their stream, once; the dashboard shows
+    it), and stop those whose hours are used up. Their volumes are untouched."""
+    from apps.sessions.events import add_event
+    from apps.sessions.models import Session
+    from apps.sessions.services import SessionNotStoppable, request_stop
+
+    now = now or timezone.now()
+    report: dict[str, list[int]] = {"warned": [], "stopped": []}
+    running = list(
+        Session.objects.filter(status=Session.Status.READY, user__isnull=False)
+        .select_related("user", "team")
+    )  # fmt: skip
+    left_of: dict[tuple[str, int | None, int | None], tuple[float, int, Pool]] = {}
+    for session in running:
+        for pool in pools_for(session.user, session.team):
+            allowed = pool.bounds.get("session_hours")
+            if allowed is None:
+                continue
+            key = (pool.kind, pool.user_id, pool.team_id)
+            if key not in left_of:
+                n = sum(1 for s in running if _in_pool(s, pool))
+                used = float(used_in(pool, "session_hours", now))
+                left_of[key] = ((float(allowed) - used) * 3600, max(1, n), pool)
+            left_seconds, n, pool = left_of[key]
+            wall = left_seconds / n  # every running session of the pool spends it
+            whose = _whose(pool, "session_hours")
+            if left_seconds <= 0:
+                with contextlib.suppress(SessionNotStoppable):
+                    request_stop(
+                        session,
+                        f"This month's session hours are used up ({whose}); the session was "
+                        "stopped. Files in persistent/ are kept.",
+                    )
+                report["stopped"].append(session.pk)
+                break
+            if wall <= settings.BINDERY_QUOTA_WARN_MINUTES * 60 and session.quota_warned_at is None:
+                minutes = max(1, int(wall // 60))
+                updated = Session.objects.filter(pk=session.pk, quota_warned_at__isnull=True
+                                                 ).update(quota_warned_at=now)  # fmt: skip
+                if updated:
+                    add_event(session, "quota",
+                              f"About {minutes} minute{'s' if minutes != 1 else ''} of session "
+                              f"hours left this month ({whose}): the session stops when they "
+                              "run out. Save your work to persistent/.")  # fmt: skip
+                    report["warned"].append(session.pk)
+                    session.quota_warned_at = now
+    return report
+
+
+def _in_pool(session: Any, pool: Pool) -> bool:
+    if pool.kind == "user":
+        return session.user_id == pool.user_id and session.team_id is None
+    if pool.kind == "team":
+        return session.team_id == pool.team_id
+    return session.user_id == pool.user_id and session.team_id == pool.team_id

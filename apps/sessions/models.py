@@ -83,6 +83,7 @@ class Session(models.Model):
     environment_key = models.CharField(max_length=64, blank=True, db_index=True)
     memory_bytes = models.BigIntegerField(default=0)
     max_processes = models.PositiveIntegerField(default=0)
+    cpu = models.FloatField(null=True, blank=True, help_text="CPU limit in cores; None: none.")
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     launch_started_at = models.DateTimeField(null=True, blank=True)
@@ -91,6 +92,10 @@ class Session(models.Model):
     last_activity = models.DateTimeField(null=True, blank=True)
     keepalive_at = models.DateTimeField(null=True, blank=True)
     events_size = models.PositiveIntegerField(default=0)
+    # The usage ledger holds this session's running time up to here (apps.quotas.ledger).
+    accounted_until = models.DateTimeField(null=True, blank=True)
+    # When it was told its month's session hours run out (once).
+    quota_warned_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

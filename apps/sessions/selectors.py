@@ -7,7 +7,8 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from apps.sessions.models import Session, Volume
-from portal.errors import NotFound
+from apps.teams.models import ROLE_RANK, Membership, Role
+from portal.errors import NotFound, PermissionDenied
 from portal.utils import as_id
 
 
@@ -22,6 +23,49 @@ def sessions_for(user: Any, anonymous_owner: str = "") -> QuerySet[Session]:
 def get_session_for_user(user: Any, session_id: int | str, anonymous_owner: str = "") -> Session:
     session = (
         sessions_for(user, anonymous_owner)
+        .select_related("build", "team")
+        .filter(pk=as_id(session_id))
+        .first()
+    )
+    if session is None:
+        raise NotFound("No such session.")
+    return session
+
+
+# Roles that may see and stop the team's sessions (Membership.can_manage, as a query).
+_MANAGING_ROLES = [role for role, rank in ROLE_RANK.items() if rank >= ROLE_RANK[Role.ADMIN]]
+
+
+def team_sessions_for(actor: Membership, active_only: bool = True) -> QuerySet[Session]:
+    """The sessions launched for the actor's team, whoever launched them (a former member's
+    too: it still mounts the team's volume), with user, build and team joined. Never a
+    member's personal sessions. Raises PermissionDenied unless the actor is an owner or
+    admin: members see their own sessions on their dashboard, not the team's."""
+    if not actor.can_manage:
+        raise PermissionDenied("Only team owners and admins can see the team's sessions.")
+    sessions = Session.objects.filter(team=actor.team).select_related("build", "team", "user")
+    if active_only:
+        sessions = sessions.filter(status__in=Session.ACTIVE)
+    return sessions
+
+
+def get_team_session(actor: Membership, session_id: int | str) -> Session:
+    """One session of the actor's team (see team_sessions_for); NotFound for any other."""
+    session = team_sessions_for(actor, active_only=False).filter(pk=as_id(session_id)).first()
+    if session is None:
+        raise NotFound("No such session.")
+    return session
+
+
+def get_session_for_stop(user: Any, session_id: int | str) -> Session:
+    """A session the user may stop: their own, or one launched for a team they own or
+    administer. Anything else (another person's, a team member's personal session) is
+    NotFound, as if it did not exist."""
+    if not getattr(user, "is_authenticated", False):
+        raise NotFound("No such session.")
+    managed = Membership.objects.filter(user=user, role__in=_MANAGING_ROLES).values("team")
+    session = (
+        Session.objects.filter(Q(user=user) | Q(team__in=managed))
         .select_related("build", "team")
         .filter(pk=as_id(session_id))
         .first()

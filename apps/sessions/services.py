@@ -145,13 +145,19 @@ def launch(
     urlpath: str = "",
     team: Team | None = None,
     anonymous_owner: str = "",
+    cpu: float | None = None,
+    memory_bytes: int | None = None,
 ) -> Session:
     """Start a session for a repository. Returns at once: the session is building or
     launching; follow its events. Raises the repos errors for bad or forbidden input,
-    QuotaExceeded (429) before any work starts."""
+    QuotaExceeded (429) before any work starts.
+
+    ``cpu`` (cores) and ``memory_bytes`` ask for a size within the quota (None: the
+    quota's limit); a team launch counts against the team's pool and the member's cap."""
     resolved, credential = resolve_input(user, spec=spec, repo_url=repo_url, ref=ref, team=team)
     with transaction.atomic():
-        admission = admit(user, team, anonymous_owner=anonymous_owner)
+        admission = admit(user, team, anonymous_owner=anonymous_owner, cpu=cpu,
+                          memory_bytes=memory_bytes)  # fmt: skip
         requested: BuildRequested = request_build(resolved, user, team=team, credential=credential)
         build = requested.build
         ready = build.status == Build.Status.READY
@@ -167,6 +173,7 @@ def launch(
             status=Session.Status.LAUNCHING if ready else Session.Status.BUILDING,
             memory_bytes=admission.memory_bytes,
             max_processes=admission.max_processes,
+            cpu=admission.cpu,
             environment_key=build.environment_key,
         )
         if ready:
@@ -237,11 +244,12 @@ def server_spec(session: Session) -> ServerSpec:
     resolved = build.resolved
     mounts: list[Mount] = []
     if session.user is not None:
-        mounts.append(Mount(volume_ref(home_volume(session.user)), "persistent"))
+        mounts.append(Mount(volume_ref(home_volume(session.user), limited=True), "persistent"))
     if session.team is not None:
         mounts.append(
-            Mount(volume_ref(team_volume(session.team)), f"persistent/teams/{session.team.slug}")
-        )
+            Mount(volume_ref(team_volume(session.team), limited=True),
+                  f"persistent/teams/{session.team.slug}")
+        )  # fmt: skip
     return ServerSpec(
         session_id=session.pk,
         hub_user=session.hub_user,
@@ -251,6 +259,7 @@ def server_spec(session: Session) -> ServerSpec:
         start_script=result.start_script,
         mounts=tuple(mounts),
         memory_bytes=session.memory_bytes,
+        cpu=session.cpu,
         max_processes=session.max_processes,
         owner_user_id=session.user.pk if session.user is not None else None,
         anonymous_owner=session.anonymous_owner,
@@ -379,6 +388,7 @@ def _fail(session: Session, message: str, *, code: str, detail: str = "") -> Non
     session.stopped_at = timezone.now()
     session.save(update_fields=["status", "error_message", "error_code", "error", "stopped_at"])
     add_event(session, "failed", message)
+    transaction.on_commit(partial(_account_end, session.pk))
 
 
 def fail_session(session_id: int, message: str, *, code: str, detail: str = "") -> None:
@@ -391,9 +401,16 @@ def fail_session(session_id: int, message: str, *, code: str, detail: str = "") 
 # --- stopping -------------------------------------------------------------------------------
 
 
-def request_stop(session: Session, reason: str = "Stopped by its owner.") -> Session:
+def request_stop(
+    session: Session, reason: str = "Stopped by its owner.", *, by: User | None = None
+) -> Session:
     """Ask for a session to stop. Pending/building sessions end at once; running ones are
-    stopped on the hub by a task. Raises SessionNotStoppable for an ended session."""
+    stopped on the hub by a task. Raises SessionNotStoppable for an ended session.
+
+    ``by`` is who asked when it may be someone other than the owner: a team admin (the
+    caller authorized it with ``selectors.get_session_for_stop``); the event names them."""
+    if by is not None and by.pk != session.user_id:
+        reason = f"Stopped by a team admin ({by.label})."
     with transaction.atomic():
         session = Session.objects.select_for_update().get(pk=session.pk)
         if session.is_terminal:
@@ -456,6 +473,15 @@ def _finish_stopped(session_id: int, phase: str, message: str) -> None:
         session.token_encrypted = ""
         session.save(update_fields=["status", "stopped_at", "token_encrypted"])
         add_event(session, phase, message)
+        transaction.on_commit(partial(_account_end, session_id))
+
+
+def _account_end(session_id: int) -> None:
+    """The ledger's last minutes of an ended session and its volumes' sizes (beat catches
+    up whatever this misses)."""
+    from apps.quotas.ledger import session_ended
+
+    session_ended(session_id)
 
 
 def keepalive(session: Session) -> Session:
@@ -582,8 +608,15 @@ def team_volume(team: Team) -> Volume:
     return volume
 
 
-def volume_ref(volume: Volume) -> VolumeRef:
-    return VolumeRef(key=volume.relative_path, user_id=volume.user_id, team_id=volume.team_id)
+def volume_ref(volume: Volume, *, limited: bool = False) -> VolumeRef:
+    """The backend's view of a volume; ``limited`` adds its storage quota (for a mount)."""
+    limit = None
+    if limited:
+        from apps.quotas.services import storage_limit_of
+
+        limit = storage_limit_of(volume)[0]
+    return VolumeRef(key=volume.relative_path, user_id=volume.user_id, team_id=volume.team_id,
+                     limit_bytes=limit)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from apps.sessions.failures import (
     phase_states,
     retry_url,
 )
+from apps.sharing.views import dashboard_environments
 from apps.teams.models import Membership, Team
 from apps.teams.selectors import get_membership_for_user, memberships_for_user
 from portal.api import current_user
@@ -366,7 +367,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         recent.append(row)
     if request.GET.get("format") == "json":
         return JsonResponse({"active": active, "recent": recent})
-    return render(request, "sessions/dashboard.html", {"active": active, "recent": recent})
+    return render(request, "sessions/dashboard.html", {
+        "active": active, "recent": recent,
+        "team_environments": dashboard_environments(current_user(request)),
+    })  # fmt: skip
 
 
 @require_POST

@@ -10,6 +10,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from apps.accounts.redirects import with_next
+from apps.sessions.team_views import team_session_rows
+from apps.sharing.views import team_environments_context
 from apps.teams import selectors, services
 from apps.teams.forms import EmailInviteForm, LinkInviteForm, RoleForm, TeamForm
 from apps.teams.models import Role
@@ -39,6 +41,8 @@ def _detail_context(request: HttpRequest, slug: str) -> dict[str, object]:
         "team": me.team,
         "members": selectors.members_of(me.team),
         "invitations": selectors.invitations_for(me) if me.can_manage else [],
+        "team_sessions": team_session_rows(me) if me.can_manage else [],
+        "environments": team_environments_context(me),
         "roles": Role.choices,
         "rename_form": TeamForm(initial={"name": me.team.name}),
         "email_form": EmailInviteForm(),

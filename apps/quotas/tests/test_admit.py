@@ -6,8 +6,7 @@ import pytest
 
 from apps.accounts.tests.factories import UserFactory
 from apps.builds.models import Build
-from apps.quotas.models import QuotaPolicy
-from apps.quotas.services import parse_size
+from apps.quotas.models import Quota
 from apps.sessions.models import Session
 
 pytestmark = pytest.mark.django_db
@@ -45,7 +44,7 @@ def test_over_the_default_limit_is_429(token_client, repo, settings):
 def test_a_user_policy_overrides_the_default(token_client, repo, settings):
     settings.BINDERY_MAX_SESSIONS_PER_USER = 1
     user = UserFactory()
-    QuotaPolicy.objects.create(user=user, max_sessions=2, memory_bytes=parse_size("512M"))
+    Quota.objects.create(scope="user", user=user, values={"sessions": 2, "memory": 512 * 1024**2})
     running_session(user)
     response = token_client(user).post("/api/v1/sessions/", {"repo_url": repo.url}, format="json")
     assert response.status_code == 201, response.json()
@@ -59,20 +58,6 @@ def test_ended_sessions_do_not_count(token_client, repo, settings):
     Session.objects.filter(pk=ended.pk).update(status="stopped")
     response = token_client(user).post("/api/v1/sessions/", {"repo_url": repo.url}, format="json")
     assert response.status_code == 201
-
-
-@pytest.mark.parametrize(
-    ("text", "size"),
-    [
-        ("2G", 2 * 1024**3),
-        ("512M", 512 * 1024**2),
-        ("1.5K", 1536),
-        ("4096", 4096),
-        ("1Gi", 1024**3),
-    ],
-)
-def test_parse_size(text, size):
-    assert parse_size(text) == size
 
 
 def running_build(user, n: int) -> Build:

@@ -9,6 +9,7 @@ from rest_framework import serializers
 
 from apps.sessions.models import Session, Volume
 from apps.sessions.services import session_memory_used, volume_offer
+from apps.teams.api.serializers import MemberUserSerializer
 
 
 class SessionSerializer(serializers.ModelSerializer):
@@ -29,7 +30,7 @@ class SessionSerializer(serializers.ModelSerializer):
         model = Session
         fields = [
             "id", "status", "phase", "provider", "spec", "urlpath", "url", "build", "team",
-            "error_code", "error_message", "memory_bytes", "memory_used", "created_at",
+            "error_code", "error_message", "memory_bytes", "memory_used", "cpu", "created_at",
             "ready_at", "stopped_at", "last_activity", "idle_seconds", "launch_seconds", "links",
         ]  # fmt: skip
         read_only_fields = fields
@@ -64,6 +65,16 @@ class SessionSerializer(serializers.ModelSerializer):
         }
 
 
+class TeamSessionSerializer(SessionSerializer):
+    """A session as the team's owners and admins see it: with whose it is."""
+
+    user = MemberUserSerializer(read_only=True, help_text="Who launched it.")
+
+    class Meta(SessionSerializer.Meta):
+        fields = [*SessionSerializer.Meta.fields, "user"]
+        read_only_fields = fields
+
+
 class SessionCreateSerializer(serializers.Serializer):
     spec = serializers.CharField(
         required=False, max_length=2000, help_text='A mybinder spec such as "gh/org/repo/main".'
@@ -74,6 +85,14 @@ class SessionCreateSerializer(serializers.Serializer):
     labpath = serializers.CharField(required=False, allow_blank=True, max_length=1000, default="")
     filepath = serializers.CharField(required=False, allow_blank=True, max_length=1000, default="")
     team = serializers.SlugField(required=False, help_text="Launch for this team.")
+    cpu = serializers.FloatField(
+        required=False, allow_null=True, min_value=0.01, max_value=1024,
+        help_text="CPU limit in cores, within your quota (default: the quota's limit).",
+    )  # fmt: skip
+    memory = serializers.IntegerField(
+        required=False, allow_null=True, min_value=256 * 1024**2, max_value=2**50,
+        help_text="Memory limit in bytes, within your quota (default: the quota's limit).",
+    )  # fmt: skip
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if bool(attrs.get("spec")) == bool(attrs.get("repo_url")):

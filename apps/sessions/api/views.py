@@ -15,11 +15,13 @@ from apps.sessions import selectors, services
 from apps.sessions.api.serializers import (
     SessionCreateSerializer,
     SessionSerializer,
+    TeamSessionSerializer,
     VolumeDeleteSerializer,
     VolumeSerializer,
 )
 from apps.sessions.models import Session
 from apps.sessions.mybinder import mybinder_events
+from apps.teams.selectors import get_membership_for_user
 from portal.api import Pagination, current_user
 from portal.errors import BinderyError
 from portal.streaming import TokenRejected, authenticate, event_stream
@@ -51,13 +53,12 @@ class SessionListView(APIView):
         user = current_user(request)
         team = None
         if data.get("team"):
-            from apps.teams.selectors import get_membership_for_user
-
             team = get_membership_for_user(user, data["team"]).team
         urlpath = services.clean_urlpath(data["urlpath"], data["labpath"], data["filepath"])
         session = services.launch(
             user, spec=data.get("spec", ""), repo_url=data.get("repo_url", ""),
-            ref=data["ref"], urlpath=urlpath, team=team,
+            ref=data["ref"], urlpath=urlpath, team=team, cpu=data.get("cpu"),
+            memory_bytes=data.get("memory"),
         )  # fmt: skip
         return Response(SessionSerializer(session).data, status=status.HTTP_201_CREATED)
 
@@ -68,10 +69,29 @@ class SessionDetailView(APIView):
         session = selectors.get_session_for_user(request.user, session_id)
         return Response(SessionSerializer(session).data)
 
-    @extend_schema(responses={202: SessionSerializer}, summary="Stop a session")
+    @extend_schema(
+        responses={202: SessionSerializer},
+        summary="Stop a session (yours, or one of a team you own or administer)",
+    )
     def delete(self, request: Request, session_id: int) -> Response:
-        session = services.request_stop(selectors.get_session_for_user(request.user, session_id))
+        user = current_user(request)
+        session = services.request_stop(selectors.get_session_for_stop(user, session_id), by=user)
         return Response(SessionSerializer(session).data, status=status.HTTP_202_ACCEPTED)
+
+
+class TeamSessionListView(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("active", bool, description="Only sessions not ended.")],
+        responses=TeamSessionSerializer(many=True),
+        summary="A team's sessions, newest first (owner, admin; never members' personal ones)",
+    )
+    def get(self, request: Request, slug: str) -> Response:
+        actor = get_membership_for_user(current_user(request), slug)
+        active_only = request.query_params.get("active") in ("1", "true")
+        sessions = selectors.team_sessions_for(actor, active_only=active_only)
+        paginator = Pagination()
+        page = paginator.paginate_queryset(sessions, request)
+        return paginator.get_paginated_response(TeamSessionSerializer(page, many=True).data)
 
 
 class SessionKeepaliveView(APIView):

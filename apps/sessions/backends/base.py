@@ -29,6 +29,10 @@ class VolumeRef:
     key: str
     user_id: int | None = None
     team_id: int | None = None
+    # What the volume may hold (its storage quota), where the backend can enforce it: a
+    # new claim requests this size (kubernetes); a directory cannot (local: measured and
+    # refused at admission instead).
+    limit_bytes: int | None = None
 
     @property
     def is_team(self) -> bool:

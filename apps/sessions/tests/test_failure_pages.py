@@ -14,7 +14,7 @@ import pytest
 
 from apps.accounts.tests.factories import UserFactory
 from apps.builds.services import fail_build
-from apps.quotas.models import QuotaPolicy
+from apps.quotas.models import Quota
 from apps.sessions import services
 from apps.sessions.models import Session
 
@@ -140,7 +140,7 @@ def test_the_quota_refusal_offers_stop_a_session_not_retry(client, alice, repo, 
     assert response.status_code == 429
     shown = says_once(
         response,
-        "You already run 0 sessions (the limit is 0). Stop one before starting another.",
+        "You already run 0 sessions (your limit is 0). Stop one before starting another.",
         "QUOTA_EXCEEDED",
     )
     assert shown["title"] == "You are at your limit"
@@ -153,7 +153,7 @@ def test_a_team_quota_refusal_says_ask_the_team_admin(client, crew, git_host, se
     repo = git_host.create_repo(
         f"org/team-quota-{uuid.uuid4().hex[:8]}", {"requirements.txt": "\n"}
     )
-    QuotaPolicy.objects.create(team=crew.team, max_sessions=0, memory_bytes=1 << 30)
+    Quota.objects.create(scope="team", team=crew.team, values={"sessions": 0})
     client.force_login(crew.member)
     response = post_page(client, git_page(repo.url), {"team": "ocean-lab"})
     assert response.status_code == 429

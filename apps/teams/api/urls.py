@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
+from apps.sessions.api.views import TeamSessionListView
 from apps.teams.api import views
 
 urlpatterns = [
@@ -24,5 +25,6 @@ urlpatterns = [
         views.InvitationDetailView.as_view(),
         name="api-invitation",
     ),
+    path("teams/<slug:slug>/sessions/", TeamSessionListView.as_view(), name="api-team-sessions"),
     path("invitations/accept/", views.AcceptInvitationView.as_view(), name="api-invitation-accept"),
 ]

@@ -177,7 +177,7 @@ class KubernetesSessions:
         )
         spec: dict[str, Any] = {
             "accessModes": ["ReadWriteMany" if volume.is_team else "ReadWriteOnce"],
-            "resources": {"requests": {"storage": settings.BINDERY_K8S_VOLUME_SIZE}},
+            "resources": {"requests": {"storage": self.claim_size(volume)}},
         }
         if storage_class:
             spec["storageClassName"] = storage_class
@@ -190,6 +190,12 @@ class KubernetesSessions:
             },
             "spec": spec,
         }
+
+    @staticmethod
+    def claim_size(volume: VolumeRef) -> str:
+        """A new claim requests the volume's storage quota, else BINDERY_K8S_VOLUME_SIZE; an
+        existing claim keeps its size (a lower quota is not a shrink: claims only grow)."""
+        return str(volume.limit_bytes) if volume.limit_bytes else settings.BINDERY_K8S_VOLUME_SIZE
 
     def ensure_volume(self, volume: VolumeRef) -> str:
         """The volume's claim name, the claim created if missing (409 AlreadyExists: it is)."""
