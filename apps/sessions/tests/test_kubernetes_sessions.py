@@ -576,6 +576,18 @@ def test_every_claim_manifest_is_valid(kube: KubeDouble, settings: Any) -> None:
     validate(backend.claim_manifest(_team(2)))
 
 
+def test_a_new_claim_requests_the_volumes_storage_quota(kube: KubeDouble) -> None:
+    """Storage quotas reach the cluster as the claim's size (the storage class enforces it);
+    without one the claim gets BINDERY_K8S_VOLUME_SIZE."""
+    limited = VolumeRef(key="users/9", user_id=9, limit_bytes=3 * GiB)
+    KubernetesSessions().ensure_volume(limited)
+    claim = kube.claims[(NAMESPACE, "bindery-users-9")]
+    assert claim["spec"]["resources"] == {"requests": {"storage": str(3 * GiB)}}
+    validate(KubernetesSessions().claim_manifest(limited))
+    assert KubernetesSessions().measure_volume(limited) == 3 * GiB
+    assert kube.invalid == []
+
+
 def test_measure_is_the_claims_size_allowed(kube: KubeDouble) -> None:
     backend = KubernetesSessions()
     assert backend.measure_volume(_user(7)) == 0  # no claim yet (404)
