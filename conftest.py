@@ -65,6 +65,7 @@ def _fast_test_settings(settings: Any) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # Most tests queue builds that no worker runs; the per-user cap has tests of its own.
     settings.BINDERY_MAX_BUILDS_PER_USER = 50
+    settings.BINDERY_MAX_BUILDS_PER_PERSON = 50
 
 
 @pytest.fixture

@@ -400,7 +400,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Bearer tokens in URL paths (share links, invitations) are redacted from every line.
+    "filters": {"redact": {"()": "portal.logfilters.RedactSecrets"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
@@ -540,6 +544,16 @@ BINDERY_VOLUME_STORAGE = env.str("BINDERY_VOLUME_STORAGE", default="")
 # API's units, e.g. {"sessions": 20, "memory": 8589934592, "session_hours": 500}.
 BINDERY_QUOTA_CEILINGS = env.str("BINDERY_QUOTA_CEILINGS", default="")
 BINDERY_QUOTA_TEAM_DEFAULTS = env.str("BINDERY_QUOTA_TEAM_DEFAULTS", default="")
+# A team's ceiling until staff set its own: a person's defaults, overridden by this JSON
+# (e.g. {"sessions": 30, "session_hours": 400}). Anyone may create a team.
+BINDERY_QUOTA_TEAM_CEILING = env.str("BINDERY_QUOTA_TEAM_CEILING", default="")
+# Everything one person runs at once, personal and for all their teams together.
+BINDERY_MAX_SESSIONS_PER_PERSON = env.int("BINDERY_MAX_SESSIONS_PER_PERSON", default=10)
+BINDERY_MAX_BUILDS_PER_PERSON = env.int("BINDERY_MAX_BUILDS_PER_PERSON", default=4)
+# The most one session may ask for when no ceiling names it (default: this machine's cores
+# and memory); set them to a node's size on Kubernetes.
+BINDERY_SESSION_CPU_MAX = env.str("BINDERY_SESSION_CPU_MAX", default="")
+BINDERY_SESSION_MEMORY_MAX = env.str("BINDERY_SESSION_MEMORY_MAX", default="")
 # Sessions are warned this many minutes before their month's session hours run out.
 BINDERY_QUOTA_WARN_MINUTES = env.int("BINDERY_QUOTA_WARN_MINUTES", default=10)
 # How often (seconds) beat measures the volumes of running sessions for the ledger.

@@ -23,6 +23,7 @@ urlpatterns = [
     path("health", health.health, name="health"),
     path("accounts/", include("allauth.urls")),
     path("account/", include("apps.accounts.urls")),
+    path("", include("apps.quotas.urls")),  # /account/usage/, teams' usage.csv and quota
     path("teams/", include("apps.teams.urls")),
     path("builds/", include("apps.builds.urls")),
     path("repos/", include("apps.repos.urls")),

@@ -153,14 +153,29 @@ def _environment_still_there(build: Build) -> bool:
         return False
 
 
+def ready_build(resolved: ResolvedRepo, credential: Credential | None) -> Build | None:
+    """The ready build of ``resolved`` whose environment is still there, or None. Asks the
+    builder (for a cluster: the registry): call it outside any transaction that holds locks."""
+    key = build_key_for(resolved, scope_for(credential))
+    ready = Build.objects.filter(build_key=key, status=Build.Status.READY).first()
+    if ready is not None and _environment_still_there(ready):
+        return ready
+    return None
+
+
 def request_build(
     resolved: ResolvedRepo,
     user: User | None,
     *,
     team: Team | None = None,
     credential: Credential | None = None,
+    checked: Build | None = None,
 ) -> BuildRequested:
     """Return a usable build of ``resolved``: ready, active, or new (enqueued on commit).
+
+    ``checked`` is a ready build whose environment ``ready_build`` found present before
+    the caller's transaction: still ready, it is returned without asking the builder
+    again (that may be a registry call, not to be made while admission holds locks).
 
     ``credential`` is the credential the repository needs (None for public ones); it
     scopes the build so that no one who could not use it is handed its environment.
@@ -168,8 +183,14 @@ def request_build(
     """
     scope = scope_for(credential)
     key = build_key_for(resolved, scope)
-    ready = Build.objects.filter(build_key=key, status=Build.Status.READY).first()
-    if ready is not None and _environment_still_there(ready):
+    if (
+        checked is not None
+        and checked.build_key == key
+        and Build.objects.filter(pk=checked.pk, status=Build.Status.READY).exists()
+    ):
+        return BuildRequested(checked, created=False)
+    ready = ready_build(resolved, credential)
+    if ready is not None:
         return BuildRequested(ready, created=False)
     active = Build.objects.filter(build_key=key, status__in=Build.ACTIVE).first()
     if active is not None:

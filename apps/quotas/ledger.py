@@ -27,6 +27,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
@@ -82,6 +83,8 @@ def parse_period(text: str) -> Period:
     year, _, month = text.partition("-")
     if not (len(year) == 4 and year.isdigit() and len(month) == 2 and month.isdigit()):
         raise ValueError(text)
+    if not (2000 <= int(year) <= 2999 and 1 <= int(month) <= 12):
+        raise ValueError(text)
     return Period(date(int(year), int(month), 1))
 
 
@@ -90,6 +93,10 @@ def floor_minute(moment: datetime) -> datetime:
 
 
 # --- writing ------------------------------------------------------------------------------
+
+
+def _scope(team_id: int | None) -> str:
+    return UsageRecord.Scope.TEAM if team_id is not None else UsageRecord.Scope.PERSONAL
 
 
 def _session_rows(session: object, start: datetime, end: datetime) -> list[UsageRecord]:
@@ -114,6 +121,7 @@ def _session_rows(session: object, start: datetime, end: datetime) -> list[Usage
                     memory_bytes=session.memory_bytes or None,
                     user_id=session.user_id,
                     team_id=session.team_id,
+                    scope=_scope(session.team_id),
                     anonymous_owner=session.anonymous_owner,
                     session_id=session.pk,
                 )
@@ -125,25 +133,31 @@ def _session_rows(session: object, start: datetime, end: datetime) -> list[Usage
 def account_session(session_id: int, now: datetime | None = None) -> int:
     """Write the session's running time not yet in the ledger: whole minutes up to ``now``
     while it runs; up to ``stopped_at`` (the last minute partial) once it has ended.
-    Returns the rows written. Safe to run twice, at once, or after a crash."""
+    Returns the rows written. Safe to run twice, at once, or after a crash.
+
+    The session's row is locked while its rows and cursor are written (one transaction):
+    a stop waits, so its ``stopped_at`` is never before a minute written here, and the
+    cursor never lags the rows it covers."""
     from apps.sessions.models import Session
 
     now = now or timezone.now()
-    session = Session.objects.filter(pk=session_id).first()
-    if session is None or session.ready_at is None:
-        return 0
-    ended = session.is_terminal
-    end = (session.stopped_at or now) if ended else floor_minute(now)
-    begin = session.accounted_until or session.ready_at
-    if begin >= end:
-        return 0
-    rows = _session_rows(session, begin, end)
-    written = len(UsageRecord.objects.bulk_create(rows, ignore_conflicts=True)) if rows else 0
-    _after_rows_written(session_id)
-    Session.objects.filter(pk=session_id).filter(
-        Q(accounted_until__isnull=True) | Q(accounted_until__lt=end)
-    ).update(accounted_until=end)
-    return written
+    with transaction.atomic():
+        session = Session.objects.select_for_update().filter(pk=session_id).first()
+        if session is None or session.ready_at is None:
+            return 0
+        ended = session.is_terminal
+        end = (session.stopped_at or now) if ended else floor_minute(now)
+        begin = session.accounted_until or session.ready_at
+        if begin >= end:
+            return 0
+        rows = _session_rows(session, begin, end)
+        keys = {row.key for row in rows}
+        present = set(UsageRecord.objects.filter(key__in=keys).values_list("key", flat=True))
+        fresh = [row for row in rows if row.key not in present]
+        UsageRecord.objects.bulk_create(fresh, ignore_conflicts=True)
+        _after_rows_written(session_id)
+        Session.objects.filter(pk=session_id).update(accounted_until=end)
+    return len(fresh)
 
 
 def _after_rows_written(session_id: int) -> None:
@@ -224,6 +238,8 @@ def account_build(build_id: int) -> bool:
     if build is None or not build.is_terminal or not build.started_at or not build.finished_at:
         return False
     seconds = max(0.0, (build.finished_at - build.started_at).total_seconds())
+    if UsageRecord.objects.filter(key=f"build:{build.pk}").exists():
+        return False
     row = UsageRecord(
         key=f"build:{build.pk}",
         kind=UsageRecord.Kind.BUILD,
@@ -233,6 +249,7 @@ def account_build(build_id: int) -> bool:
         quantity=seconds,
         user_id=build.requested_by_id,
         team_id=build.team_id,
+        scope=_scope(build.team_id),
         build_id=build.pk,
     )
     return bool(UsageRecord.objects.bulk_create([row], ignore_conflicts=True))
@@ -272,6 +289,7 @@ def record_storage(volume: object, measured_at: datetime | None = None) -> None:
         quantity=float(volume.size_bytes),
         user_id=volume.user_id,
         team_id=volume.team_id,
+        scope=_scope(volume.team_id),
         volume_id=volume.pk,
     )
     UsageRecord.objects.bulk_create([row], ignore_conflicts=True)
@@ -289,7 +307,7 @@ def _owner_filter(user_id: int | None, team_id: int | None, *, personal: bool) -
     if team_id is not None:
         q &= Q(team_id=team_id)
     elif personal:
-        q &= Q(team__isnull=True)
+        q &= Q(scope=UsageRecord.Scope.PERSONAL)
     return q
 
 
@@ -312,7 +330,6 @@ def unaccounted_running_seconds(
     yet), within this month: "left" is exact between two beats."""
     from apps.sessions.models import Session
 
-    start = period_of(now).start
     sessions = Session.objects.filter(status__in=(*Session.RUNNING, Session.Status.STOPPING),
                                       ready_at__isnull=False)  # fmt: skip
     if user_id is not None:
@@ -321,11 +338,16 @@ def unaccounted_running_seconds(
         sessions = sessions.filter(team_id=team_id)
     elif personal:
         sessions = sessions.filter(team__isnull=True)
-    total = 0.0
-    for ready_at, cursor in sessions.values_list("ready_at", "accounted_until"):
-        since = max(cursor or ready_at or now, start)
-        total += max(0.0, (now - since).total_seconds())
-    return total
+    return sum(
+        unaccounted(ready_at, cursor, now)
+        for ready_at, cursor in sessions.values_list("ready_at", "accounted_until")
+    )
+
+
+def unaccounted(ready_at: datetime | None, cursor: datetime | None, now: datetime) -> float:
+    """Seconds a running session ran this month that beat has not written yet."""
+    since = max(cursor or ready_at or now, period_of(now).start)
+    return max(0.0, (now - since).total_seconds())
 
 
 def running_totals(

@@ -31,6 +31,7 @@ it does not hold takes the site's default for that level.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -110,8 +111,50 @@ def site_defaults(level: str) -> dict[str, float | int | None]:
     return team
 
 
+def _machine() -> dict[str, float | int | None]:
+    """What one session may never exceed when no ceiling says otherwise: the cores and the
+    memory this machine has (``BINDERY_SESSION_CPU_MAX``/``BINDERY_SESSION_MEMORY_MAX``
+    override it, e.g. for a cluster's node size)."""
+    cpu = _optional_number("BINDERY_SESSION_CPU_MAX") or float(os.cpu_count() or 1)
+    memory = _optional_size("BINDERY_SESSION_MEMORY_MAX")
+    if memory is None:
+        try:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (OSError, ValueError):
+            memory = None
+    return {"cpu": cpu, "memory": memory}
+
+
 def site_ceilings() -> dict[str, float | int | None]:
-    return {name: _ceilings().get(name) for name in NAMES}
+    """The hard ceilings for everyone (``BINDERY_QUOTA_CEILINGS``); one session's CPU and
+    memory are bounded by the machine's when the ceilings do not name them."""
+    ceilings = _ceilings()
+    out: dict[str, float | int | None] = {name: ceilings.get(name) for name in NAMES}
+    for name, value in _machine().items():
+        if name not in ceilings:
+            out[name] = value
+    return out
+
+
+def team_ceiling_defaults() -> dict[str, float | int | None]:
+    """A team's ceiling until staff set one: what one person has alone (the user defaults),
+    each overridden by ``BINDERY_QUOTA_TEAM_CEILING``. Anyone may create a team, so a team
+    made by a user grants nothing a user could not have; staff raise a team's ceiling."""
+    raw = getattr(settings, "BINDERY_QUOTA_TEAM_CEILING", {}) or {}
+    if isinstance(raw, str):
+        raw = json.loads(raw) if raw.strip() else {}
+    out = site_defaults("user")
+    out.update(clean_values(raw, what="BINDERY_QUOTA_TEAM_CEILING"))
+    return out
+
+
+def person_limits() -> dict[str, float | int | None]:
+    """Bounds on everything one person runs at once, personal and for every team together
+    (so that joining or creating many teams does not multiply what one person may hold)."""
+    limits: dict[str, float | int | None] = dict.fromkeys(NAMES, None)
+    limits["sessions"] = int(settings.BINDERY_MAX_SESSIONS_PER_PERSON)
+    limits["builds"] = int(settings.BINDERY_MAX_BUILDS_PER_PERSON)
+    return limits
 
 
 def anonymous_limits() -> dict[str, float | int | None]:
@@ -151,7 +194,9 @@ def clean_values(raw: Mapping[str, Any], *, what: str = "limits") -> dict[str, f
                 raise InvalidLimit(name, f"{name} must be a whole number of {UNITS[name]}.")
             value = int(value)
         if value < MINIMUM[name]:
-            raise InvalidLimit(name, f"{name} must be at least {MINIMUM[name]:g} {UNITS[name]}.")
+            least = (f"{MINIMUM[name] / 1024**2:g} MiB" if name == "memory"
+                     else f"{MINIMUM[name]:g} {UNITS[name]}")  # fmt: skip
+            raise InvalidLimit(name, f"{name} must be at least {least}.")
         if value > 10**15:
             raise InvalidLimit(name, f"{name} is too large.")
         out[name] = value

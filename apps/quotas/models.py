@@ -81,8 +81,15 @@ class UsageRecord(models.Model):
         BUILD = "build", "Build time"
         STORAGE = "storage", "Storage"
 
+    class Scope(models.TextChoices):
+        PERSONAL = "personal", "Personal"
+        TEAM = "team", "Team"
+
     key = models.CharField(max_length=120, unique=True)
     kind = models.CharField(max_length=8, choices=Kind.choices)
+    # Whose pool the row counts against; kept when a team is deleted (team becomes null), so
+    # its use never turns into its members' personal use.
+    scope = models.CharField(max_length=8, choices=Scope.choices, default=Scope.PERSONAL)
     period = models.DateField()
     start = models.DateTimeField()
     end = models.DateTimeField()
@@ -115,7 +122,7 @@ class UsageRecord(models.Model):
     class Meta:
         ordering = ["start", "id"]
         indexes = [
-            models.Index(fields=["kind", "period", "user", "team"], name="usage_by_owner"),
+            models.Index(fields=["kind", "period", "scope", "user", "team"], name="usage_by_owner"),
             models.Index(fields=["kind", "period", "team"], name="usage_by_team"),
         ]
 

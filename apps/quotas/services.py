@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
@@ -26,8 +26,10 @@ from apps.quotas.limits import (
     anonymous_limits,
     clean_values,
     merged,
+    person_limits,
     site_ceilings,
     site_defaults,
+    team_ceiling_defaults,
     tighter,
 )
 from apps.quotas.models import Quota, UsageRecord
@@ -83,32 +85,46 @@ def _layered(
         level = layers[-1][0]
         for layer, values in layers:
             value = values.get(name)
-            if value is not None and (best is None or value < best):
+            # on a tie the later (narrower) level is named: the admin's pool, not the ceiling
+            if value is not None and (best is None or value <= best):
                 best, level = value, layer
         bounds[name], levels[name] = best, level
     return bounds, levels
+
+
+def _team_layers(team: Team) -> list[tuple[str, Mapping[str, float | int | None]]]:
+    """The site's ceilings, the team's ceiling (staff's, else the default: what one person
+    has) and the team's pool over its defaults."""
+    ceiling = team_ceiling_defaults()
+    ceiling.update(_values("ceiling", team=team))
+    return [
+        ("site", site_ceilings()),
+        ("team ceiling", ceiling),
+        ("team", merged("team", _values("team", team=team))),
+    ]
+
+
+def _person_pool(user: User) -> Pool:
+    bounds, levels = _layered([("site", site_ceilings()), ("person", person_limits())])
+    return Pool("person", bounds, levels, user_id=user.pk)
 
 
 def pools_for(
     user: User | None, team: Team | None = None, *, anonymous_owner: str = ""
 ) -> list[Pool]:
     """The pools a launch counts against: the user's own (personal), or the team's pool
-    and the member's cap within it (team), or the visitor's (anonymous)."""
-    ceilings = site_ceilings()
+    and the member's cap within it (team), or the visitor's (anonymous); for a signed-in
+    user last the person's (everything they run, personal and team together)."""
     if user is None:
-        bounds, levels = _layered([("site", ceilings), ("anonymous", anonymous_limits())])
+        bounds, levels = _layered([("site", site_ceilings()), ("anonymous", anonymous_limits())])
         return [Pool("anonymous", bounds, levels, anonymous_owner=anonymous_owner)]
     if team is None:
         bounds, levels = _layered(
-            [("site", ceilings), ("user", merged("user", _values("user", user=user)))]
+            [("site", site_ceilings()), ("user", merged("user", _values("user", user=user)))]
         )
-        return [Pool("user", bounds, levels, user_id=user.pk)]
+        return [Pool("user", bounds, levels, user_id=user.pk), _person_pool(user)]
     membership = Membership.objects.filter(team=team, user=user).first()
-    team_layers = [
-        ("site", ceilings),
-        ("team ceiling", _values("ceiling", team=team)),
-        ("team", merged("team", _values("team", team=team))),
-    ]
+    team_layers = _team_layers(team)
     team_bounds, team_levels = _layered(team_layers)
     member_values = _values("member", membership=membership) if membership else {}
     member_bounds, member_levels = _layered(
@@ -118,6 +134,7 @@ def pools_for(
         Pool("team", team_bounds, team_levels, team_id=team.pk, team_name=team.name),
         Pool("member", member_bounds, member_levels, user_id=user.pk, team_id=team.pk,
              team_name=team.name),
+        _person_pool(user),
     ]  # fmt: skip
 
 
@@ -125,6 +142,8 @@ def pools_for(
 
 
 def _count_scope(pool: Pool) -> dict[str, Any]:
+    """Whose rows a pool counts: a user's personal ones, a team's, a member's within a
+    team, or (the person) all of one user's."""
     personal = pool.kind == "user"
     return {"user_id": pool.user_id, "team_id": pool.team_id, "personal": personal}
 
@@ -195,6 +214,8 @@ def _whose(pool: Pool, name: str) -> str:
     """Whose limit it is, for a sentence: "your limit", "Ocean Lab's limit", "the site's
     limit"."""
     level = pool.levels.get(name, "")
+    if pool.kind == "person":
+        return "the most one person may run, personal and team together"
     if level == "site":
         return "the site's limit"
     if pool.kind == "team":
@@ -202,7 +223,7 @@ def _whose(pool: Pool, name: str) -> str:
     if pool.kind == "member":
         if level == "member":
             return f"your limit in {pool.team_name}"
-        return f"{pool.team_name}'s limit"
+        return f"{pool.team_name}'s limit" + (" (set by staff)" if level == "team ceiling" else "")
     return "your limit"
 
 
@@ -336,13 +357,19 @@ def _check_storage(user: User | None, team: Team | None) -> dict[int, int | None
     return limits
 
 
-def _lock(user: User | None, team: Team | None) -> None:
+def _lock(user: User | None, team: Team | None, anonymous_owner: str = "") -> None:
     """Serialise admissions that count the same pool: the team's row, then the user's
-    (always in that order, so two launches never wait for each other in a circle)."""
+    (always in that order, so two launches never wait for each other in a circle); a
+    visitor without an account has no row, so PostgreSQL locks their key instead (SQLite
+    serialises every writer anyway)."""
     if team is not None:
         Team.objects.select_for_update().filter(pk=team.pk).first()
     if user is not None:
         User.objects.select_for_update().filter(pk=user.pk).first()
+    elif anonymous_owner and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                           [f"bindery-anonymous:{anonymous_owner}"])  # fmt: skip
 
 
 def admit(
@@ -363,7 +390,7 @@ def admit(
     """
     assert transaction.get_connection().in_atomic_block, "admit() needs a transaction"
     now = now or timezone.now()
-    _lock(user, team)
+    _lock(user, team, anonymous_owner)
     pools = pools_for(user, team, anonymous_owner=anonymous_owner)
     _check_sessions(pools, now)
     memory, session_cpu = _size(pools, cpu, memory_bytes)
@@ -458,14 +485,16 @@ def _storage_used(pool: Pool, period: ledger.Period, current: bool) -> int | Non
     if pool.kind == "team":
         rows = rows.filter(team_id=pool.team_id or 0)
     else:
-        rows = rows.filter(user_id=pool.user_id or 0, team__isnull=True)
+        rows = rows.filter(user_id=pool.user_id or 0, scope=UsageRecord.Scope.PERSONAL)
     peak = rows.aggregate(peak=Max("quantity"))["peak"]
     return int(peak) if peak is not None else 0
 
 
 def _report(pools: list[Pool], now: datetime, *, current: bool,
-            period: ledger.Period | None = None) -> list[LimitUsage]:  # fmt: skip
-    """Each limit: what is used and left, the tightest pool deciding."""
+            period: ledger.Period | None = None,
+            counts: Mapping[str, float | int] | None = None) -> list[LimitUsage]:  # fmt: skip
+    """Each limit: what is used and left, the tightest pool deciding. ``counts`` gives the
+    (single) pool's use when the caller counted many pools at once (``member_usage``)."""
     period = period or ledger.period_of(now)
     out: list[LimitUsage] = []
     for name in NAMES:
@@ -473,7 +502,9 @@ def _report(pools: list[Pool], now: datetime, *, current: bool,
             best: LimitUsage | None = None
             for pool in pools:
                 allowed = pool.bounds.get(name)
-                if name in MONTHLY:
+                if counts is not None:
+                    used = counts.get(name, 0) if (current or name in MONTHLY) else None
+                elif name in MONTHLY:
                     used = _used_in_period(pool, name, period, now, current)
                 elif current:
                     used = used_in(pool, name, now)
@@ -496,14 +527,19 @@ def _report(pools: list[Pool], now: datetime, *, current: bool,
             out.append(LimitUsage(name, UNITS[name], used, allowed, left, per="volume"))
         else:
             allowed = per_session(pools, name)
-            used = _running(pools, name) if current else None
+            if not current:
+                used = None
+            elif counts is not None:
+                used = counts.get(name, 0)
+            else:
+                used = _running(pools, name)
             out.append(LimitUsage(name, UNITS[name], used, allowed, allowed, per="session"))
     return out
 
 
 def _running(pools: list[Pool], name: str) -> float | int:
-    """Cores or bytes the (narrowest) pool's active sessions hold now."""
-    pool = pools[-1]
+    """Cores or bytes the narrowest pool's active sessions hold now (not the person's)."""
+    pool = [p for p in pools if p.kind != "person"][-1]
     if pool.kind == "anonymous":
         return 0
     _, cores, memory = ledger.running_totals(**_count_scope(pool))
@@ -564,26 +600,75 @@ def team_usage(team: Team, period: ledger.Period | None = None) -> UsageReport:
 
 
 def _team_pool(team: Team) -> Pool:
-    bounds, levels = _layered([
-        ("site", site_ceilings()),
-        ("team ceiling", _values("ceiling", team=team)),
-        ("team", merged("team", _values("team", team=team))),
-    ])  # fmt: skip
+    bounds, levels = _layered(_team_layers(team))
     return Pool("team", bounds, levels, team_id=team.pk, team_name=team.name)
 
 
 def member_usage(
     team: Team, period: ledger.Period | None = None
 ) -> list[tuple[Membership, UsageReport]]:
-    """Each member's use within the team, against their cap (admins' view)."""
+    """Each member's use within the team, against their cap (admins' view). Counted for
+    the whole team at once: the queries do not grow with the team."""
     now = timezone.now()
     period, current = _period_arg(period, now)
+    memberships = list(Membership.objects.filter(team=team).select_related("user"))
+    caps = {q.membership_id: q.values
+            for q in Quota.objects.filter(scope="member", membership__in=memberships)}  # fmt: skip
+    counts = _member_counts(team, period, now, current)
+    team_layers = _team_layers(team)
     rows = []
-    for membership in Membership.objects.filter(team=team).select_related("user"):
-        pool = pools_for(membership.user, team)[1]
-        rows.append((membership, UsageReport(period, _report([pool], now, current=current,
-                                                             period=period))))  # fmt: skip
+    for membership in memberships:
+        bounds, levels = _layered(
+            [*team_layers, ("member", merged("member", caps.get(membership.pk, {})))]
+        )
+        pool = Pool("member", bounds, levels, user_id=membership.user_id, team_id=team.pk,
+                    team_name=team.name)  # fmt: skip
+        report = _report([pool], now, current=current, period=period,
+                         counts=counts.get(membership.user_id, {}))  # fmt: skip
+        rows.append((membership, UsageReport(period, report)))
     return rows
+
+
+def _member_counts(team: Team, period: ledger.Period, now: datetime,
+                   current: bool) -> dict[int, dict[str, float | int]]:  # fmt: skip
+    """Per member (user id): sessions, builds, cores and memory now; session hours and
+    build minutes in ``period`` — a handful of grouped queries for the whole team."""
+    from django.db.models import Count, Sum
+
+    from apps.builds.models import Build
+    from apps.sessions.models import Session
+
+    out: dict[int, dict[str, float | int]] = {}
+
+    def add(user_id: int | None, name: str, value: float | int) -> None:
+        if user_id is not None:
+            out.setdefault(user_id, {})
+            out[user_id][name] = out[user_id].get(name, 0) + value
+
+    for kind, name, unit in ((UsageRecord.Kind.SESSION, "session_hours", 3600),
+                             (UsageRecord.Kind.BUILD, "build_minutes", 60)):  # fmt: skip
+        for user_id, total in (
+            UsageRecord.objects.filter(kind=kind, period=period.first, team=team)
+            .values_list("user_id").annotate(total=Sum("quantity"))
+        ):  # fmt: skip
+            add(user_id, name, round((total or 0) / unit, 4))
+    if not current:
+        return out
+    active = Session.objects.filter(team=team, status__in=Session.ACTIVE)
+    for user_id, n, cores, memory in active.values_list("user_id").annotate(
+        n=Count("pk"), cores=Sum("cpu"), memory=Sum("memory_bytes")
+    ):
+        add(user_id, "sessions", n)
+        add(user_id, "cpu", round(cores or 0.0, 4))
+        add(user_id, "memory", int(memory or 0))
+    running = active.filter(status__in=(*Session.RUNNING, Session.Status.STOPPING),
+                            ready_at__isnull=False)  # fmt: skip
+    for user_id, ready_at, cursor in running.values_list("user_id", "ready_at", "accounted_until"):
+        add(user_id, "session_hours", round(ledger.unaccounted(ready_at, cursor, now) / 3600, 4))
+    builds = Build.objects.filter(team=team, status__in=Build.ACTIVE)
+    for user_id, n in builds.values_list("requested_by_id").annotate(n=Count("pk")):
+        add(user_id, "builds", n)
+    return out
 
 
 # --- setting limits -------------------------------------------------------------------------
@@ -604,7 +689,7 @@ def _within(values: Mapping[str, float | int | None],
             continue
         if value is None or value > allowed:
             raise QuotaAboveCeiling(
-                f"{name} cannot be {_number(name, value)}: the most {whose} allows is "
+                f"{name} cannot be {_number(name, value)}: {whose} at most "
                 f"{_number(name, allowed)}.",
                 limit=name, allowed=allowed,
             )  # fmt: skip
@@ -633,7 +718,7 @@ def _require_manager(actor: Membership) -> None:
 def set_user_quota(actor: User, user: User, values: Mapping[str, Any]) -> dict[str, Any]:
     _require_staff(actor)
     cleaned = _clean(values)
-    _within(cleaned, site_ceilings(), "the site")
+    _within(cleaned, site_ceilings(), "the site allows")
     _save("user", cleaned, actor, user=user)
     return effective(pools_for(user)[0])
 
@@ -642,7 +727,7 @@ def set_user_quota(actor: User, user: User, values: Mapping[str, Any]) -> dict[s
 def set_team_ceiling(actor: User, team: Team, values: Mapping[str, Any]) -> dict[str, Any]:
     _require_staff(actor)
     cleaned = _clean(values)
-    _within(cleaned, site_ceilings(), "the site")
+    _within(cleaned, site_ceilings(), "the site allows")
     _save("ceiling", cleaned, actor, team=team)
     return team_ceiling(team)
 
@@ -653,11 +738,9 @@ def set_team_quota(actor: Membership, values: Mapping[str, Any]) -> dict[str, An
     _require_manager(actor)
     cleaned = _clean(values)
     team = actor.team
-    ceiling = dict(site_ceilings())
-    for name, value in _values("ceiling", team=team).items():
-        ceiling[name] = tighter(ceiling.get(name), value)
-    _within(cleaned, ceiling, "the site allows the team" if not _values("ceiling", team=team)
-            else "staff allow the team")  # fmt: skip
+    staff_set = bool(_values("ceiling", team=team))
+    _within(cleaned, team_ceiling(team),
+            "staff allow the team" if staff_set else "the site allows a team")  # fmt: skip
     _save("team", cleaned, actor.user, team=team)
     return effective(_team_pool(team))
 
@@ -670,8 +753,13 @@ def set_member_quota(
     _require_manager(actor)
     if membership.team_id != actor.team_id:
         raise NotFound("No such member.")
+    if membership.rank > actor.rank and not actor.user.is_staff:
+        raise PermissionDenied("Only an owner can set an owner's cap.")
     cleaned = _clean(values)
-    _within(cleaned, _team_pool(actor.team).bounds, "the team")
+    if "storage" in cleaned:
+        raise InvalidInput("storage bounds a volume, not a member: set it on the team.",
+                           code="QUOTA_INVALID", limit="storage")  # fmt: skip
+    _within(cleaned, _team_pool(actor.team).bounds, "the team's pool allows")
     _save("member", cleaned, actor.user, membership=membership)
     return effective(pools_for(membership.user, actor.team)[1])
 
@@ -694,9 +782,11 @@ def user_quota(user: User) -> dict[str, Any]:
 
 
 def team_ceiling(team: Team) -> dict[str, Any]:
-    ceiling = dict(site_ceilings())
-    for name, value in _values("ceiling", team=team).items():
-        ceiling[name] = tighter(ceiling.get(name), value)
+    """The most the team's admins may set: the site's ceilings and the team's own."""
+    ceiling: dict[str, float | int | None] = {}
+    for _, values in _team_layers(team)[:2]:
+        for name in NAMES:
+            ceiling[name] = tighter(ceiling.get(name), values.get(name))
     return {name: ceiling.get(name) for name in NAMES}
 
 

@@ -12,6 +12,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
+from apps.quotas.views import launch_preview_for, team_for_preview
 from apps.repos import selectors, services
 from apps.repos.forms import CredentialForm, LaunchForm
 from apps.repos.parsing import parse_repo_input
@@ -46,7 +47,9 @@ def launch_form(request: HttpRequest) -> HttpResponse:
                 urlencode({"team": form.cleaned_data["team"]}) if form.cleaned_data["team"] else ""
             )
             return redirect(f"/v2/{provider}/{spec}" + (f"?{query}" if query else ""))
-    return render(request, "repos/launch.html", {"form": form})
+    team = team_for_preview(request, request.POST.get("team") or request.GET.get("team") or "")
+    preview = launch_preview_for(request, team) if request.user.is_authenticated else None
+    return render(request, "repos/launch.html", {"form": form, "preview": preview})
 
 
 def _credential_rows(request: HttpRequest) -> list[dict[str, object]]:

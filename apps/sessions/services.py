@@ -27,7 +27,13 @@ from django.utils import timezone
 from apps.accounts.models import User
 from apps.builds.backends.base import get_builder
 from apps.builds.models import Build
-from apps.builds.services import BuildRequested, request_build, resolve_input, result_from_json
+from apps.builds.services import (
+    BuildRequested,
+    ready_build,
+    request_build,
+    resolve_input,
+    result_from_json,
+)
 from apps.quotas.services import admit
 from apps.repos.names import name_for_resolved
 from apps.sessions import hub as hubapi
@@ -155,10 +161,13 @@ def launch(
     ``cpu`` (cores) and ``memory_bytes`` ask for a size within the quota (None: the
     quota's limit); a team launch counts against the team's pool and the member's cap."""
     resolved, credential = resolve_input(user, spec=spec, repo_url=repo_url, ref=ref, team=team)
+    checked = ready_build(resolved, credential)  # before the locks: it may ask a registry
     with transaction.atomic():
         admission = admit(user, team, anonymous_owner=anonymous_owner, cpu=cpu,
                           memory_bytes=memory_bytes)  # fmt: skip
-        requested: BuildRequested = request_build(resolved, user, team=team, credential=credential)
+        requested: BuildRequested = request_build(
+            resolved, user, team=team, credential=credential, checked=checked
+        )
         build = requested.build
         ready = build.status == Build.Status.READY
         session = Session.objects.create(

@@ -19,6 +19,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.builds.models import Build
 from apps.builds.views import PHASES as BUILD_PHASES
+from apps.quotas.presentation import dashboard_usage
+from apps.quotas.views import launch_preview_for
 from apps.repos.names import name_for, name_for_spec
 from apps.sessions import owners, selectors, services
 from apps.sessions.api.serializers import SessionSerializer
@@ -163,14 +165,21 @@ def launch_page(request: HttpRequest, provider: str, spec: str) -> HttpResponse:
             return redirect("session-launch", session.pk)
         return JsonResponse({"session": session.pk, "build": session.build_id,
                              "websocket": f"/ws/launches/{session.pk}/"})  # fmt: skip
+    # Before launching: what it will use and what is left, or the refusal it would meet
+    # (then nothing starts by itself).
+    preview = None
+    if failure is None and running is None:
+        preview = launch_preview_for(request, _team_if_member(request))
     return render(request, "sessions/launch.html", {
         "spec": f"{provider}/{spec}", "provider": provider, "name": name,
         "launch_action": here, "login_next": here, "urlpath": urlpath,
         "steps": phase_states(LAUNCH_PHASES, failure.step if failure else "", bool(failure)),
         "session": None, "anonymous": anonymous, "failure": failure, "running": running,
         "teams": _launch_teams(request), "team": team_slug, "retry_url": retry_url(name, team_slug),
+        "preview": preview,
         "launch_config": {"sessionId": None, "query": request.GET.urlencode(),
                           "autostart": failure is None and running is None
+                          and not (preview and preview.refused)
                           and _clicked_in_the_portal(request)},
     }, status=status)  # fmt: skip
 
@@ -370,6 +379,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "sessions/dashboard.html", {
         "active": active, "recent": recent,
         "team_environments": dashboard_environments(current_user(request)),
+        "usage": dashboard_usage(current_user(request)),
     })  # fmt: skip
 
 

@@ -78,11 +78,21 @@ def repository_of(*, spec: str = "", repo_url: str = "", ref: str = "") -> tuple
     return provider, rest
 
 
-def _check_resources(cpu: float | None, memory_bytes: int | None) -> None:
-    if cpu is not None and not cpu > 0:
-        raise _invalid("cpu", "CPU must be more than 0 cores.")
-    if memory_bytes is not None and memory_bytes < MIN_MEMORY_BYTES:
+def _check_resources(team: Team, cpu: float | None, memory_bytes: int | None) -> None:
+    """Within what one of the team's sessions may have (the team's pool and ceilings): an
+    environment nobody could launch is refused when saved, not at every launch."""
+    from apps.quotas.services import team_quota
+
+    if cpu is not None and not (cpu > 0 and cpu <= 1024):
+        raise _invalid("cpu", "CPU must be more than 0 and at most 1024 cores.")
+    if memory_bytes is not None and not MIN_MEMORY_BYTES <= memory_bytes <= 2**50:
         raise _invalid("memory_bytes", "Memory must be at least 256 MiB (268435456 bytes).")
+    limits = team_quota(team)
+    for field, name, asked in (("cpu", "cpu", cpu), ("memory_bytes", "memory", memory_bytes)):
+        allowed = limits.get(name)
+        if asked is not None and allowed is not None and asked > allowed:
+            raise _invalid(field, f"The team's sessions may have at most {allowed:g} "
+                           f"{'cores' if name == 'cpu' else 'bytes'} of {name}.")  # fmt: skip
 
 
 def _check_name(name: str) -> str:
@@ -133,7 +143,7 @@ def create_team_environment(
     repos input and resolution errors."""
     _require_manager(actor)
     name = _check_name(name)
-    _check_resources(cpu, memory_bytes)
+    _check_resources(actor.team, cpu, memory_bytes)
     urlpath = sessions.clean_urlpath(urlpath)
     provider, spec = repository_of(spec=spec, repo_url=repo_url, ref=ref)
     resolved_ref, pinned = _pin(actor, provider, spec)
@@ -160,7 +170,7 @@ def update_team_environment(
         fields["name"] = _check_name(changes["name"])
     cpu = changes.get("cpu", environment.cpu)
     memory_bytes = changes.get("memory_bytes", environment.memory_bytes)
-    _check_resources(cpu, memory_bytes)
+    _check_resources(actor.team, cpu, memory_bytes)
     fields.update(cpu=cpu, memory_bytes=memory_bytes)
     if "urlpath" in changes:
         fields["urlpath"] = sessions.clean_urlpath(changes["urlpath"] or "")

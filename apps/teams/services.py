@@ -143,6 +143,7 @@ def remove_member(actor: Membership, target: Membership) -> None:
     if target.role == Role.OWNER and _owners(target.team) == 1:
         raise LastOwner()
     target.delete()
+    _stop_team_sessions(target, "Stopped: its owner was removed from the team.")
 
 
 @transaction.atomic
@@ -151,6 +152,19 @@ def leave_team(membership: Membership) -> None:
     if membership.role == Role.OWNER and _owners(membership.team) == 1:
         raise LastOwner("You are the last owner: make someone else owner before you leave.")
     membership.delete()
+    _stop_team_sessions(membership, "Stopped: its owner left the team.")
+
+
+def _stop_team_sessions(membership: Membership, reason: str) -> None:
+    """Someone out of a team keeps no session that mounts the team's volume or spends its
+    quota: their team sessions are asked to stop (personal ones are untouched)."""
+    from apps.sessions.models import Session
+    from apps.sessions.services import request_stop
+
+    for session in Session.objects.filter(user=membership.user, team=membership.team,
+                                          status__in=Session.ACTIVE).exclude(
+                                              status=Session.Status.STOPPING):  # fmt: skip
+        request_stop(session, reason)
 
 
 def _check_invitable_role(actor: Membership, role: str) -> None:

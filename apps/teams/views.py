@@ -10,6 +10,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from apps.accounts.redirects import with_next
+from apps.quotas.views import team_quotas_context
 from apps.sessions.team_views import team_session_rows
 from apps.sharing.views import team_environments_context
 from apps.teams import selectors, services
@@ -43,6 +44,7 @@ def _detail_context(request: HttpRequest, slug: str) -> dict[str, object]:
         "invitations": selectors.invitations_for(me) if me.can_manage else [],
         "team_sessions": team_session_rows(me) if me.can_manage else [],
         "environments": team_environments_context(me),
+        "quotas": team_quotas_context(me, request.GET.get("period", "")),
         "roles": Role.choices,
         "rename_form": TeamForm(initial={"name": me.team.name}),
         "email_form": EmailInviteForm(),

@@ -4,13 +4,12 @@ limits and teams' ceilings."""
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
 from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,6 +17,7 @@ from rest_framework.views import APIView
 from apps.accounts.models import User
 from apps.quotas import ledger, services
 from apps.quotas.api.serializers import QuotaSerializer, TeamUsageSerializer, UsageSerializer
+from apps.quotas.exports import CsvRenderer, usage_csv
 from apps.teams.models import Membership, Team
 from apps.teams.selectors import get_member, get_membership_for_user
 from portal.api import current_user
@@ -101,6 +101,8 @@ class TeamUsageView(APIView):
 
 
 class TeamUsageCsvView(APIView):
+    renderer_classes = [JSONRenderer, CsvRenderer]  # errors as JSON; a client may ask for CSV
+
     @extend_schema(parameters=[PERIOD], responses={(200, "text/csv"): bytes},
                    summary="Each member's usage as CSV (owners and admins)")  # fmt: skip
     def get(self, request: Request, slug: str) -> HttpResponse:
@@ -108,35 +110,7 @@ class TeamUsageCsvView(APIView):
         period = _period(request)
         rows = services.member_usage(membership.team, period)
         label = (period or ledger.period_of(timezone.now())).label
-        return csv_response(membership.team, rows, label)
-
-
-def csv_response(team: Team, rows: list[tuple[Membership, services.UsageReport]],
-                 label: str) -> HttpResponse:  # fmt: skip
-    """Member, email, role, then used and allowed of each limit (empty: unlimited)."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    header = ["member", "email", "role", "period"]
-    for name in services.NAMES:
-        header += [f"{name}_used", f"{name}_allowed"]
-    writer.writerow(header)
-    for membership, report in rows:
-        line: list[Any] = [membership.user.username, membership.user.email, membership.role,
-                           report.period.label]  # fmt: skip
-        for limit in report.limits:
-            line += ["" if limit.used is None else limit.used,
-                     "" if limit.allowed is None else limit.allowed]  # fmt: skip
-        writer.writerow([_safe_cell(cell) for cell in line])
-    response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{team.slug}-usage-{label}.csv"'
-    return response
-
-
-def _safe_cell(cell: Any) -> Any:
-    """No spreadsheet formulas from user-chosen names (CSV injection)."""
-    if isinstance(cell, str) and cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + cell
-    return cell
+        return usage_csv(membership.team, rows, label)
 
 
 class TeamQuotaView(APIView):

@@ -83,11 +83,16 @@ def test_a_worker_killed_between_the_rows_and_the_cursor_neither_loses_nor_doubl
     monkeypatch.setattr(ledger, "_after_rows_written", killed)
     with pytest.raises(SystemExit):
         ledger.account_session(session.pk, at("2026-12-02T09:10:00"))
+    # rows and cursor are one transaction: the kill left neither (nothing half-written)
     session.refresh_from_db()
-    assert session.accounted_until is None and seconds_of(session) == 600
+    assert session.accounted_until is None and seconds_of(session) == 0
     monkeypatch.undo()
-    # the next beat writes the same minutes again: the keys keep one row each
+    # the next beat writes every minute since ready: no gap
     ledger.account_session(session.pk, at("2026-12-02T09:12:00"))
+    assert seconds_of(session) == 720
+    # and rows written by an earlier run whose cursor was lost are not doubled
+    Session.objects.filter(pk=session.pk).update(accounted_until=None)
+    assert ledger.account_session(session.pk, at("2026-12-02T09:12:00")) == 0
     assert seconds_of(session) == 720
     assert UsageRecord.objects.filter(session=session).count() == 12
 

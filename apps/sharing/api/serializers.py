@@ -57,10 +57,14 @@ class TeamEnvironmentInputSerializer(serializers.Serializer):
         "it resolved to when saved.",
     )
     urlpath = serializers.CharField(required=False, allow_blank=True, max_length=1000)
-    cpu = serializers.FloatField(required=False, allow_null=True, help_text="Cores, > 0.")
+    cpu = serializers.FloatField(
+        required=False, allow_null=True, min_value=0.01, max_value=1024,
+        help_text="Cores per session, within the team's limit.",
+    )  # fmt: skip
     memory_bytes = serializers.IntegerField(
-        required=False, allow_null=True, help_text="Bytes, at least 268435456 (256 MiB)."
-    )
+        required=False, allow_null=True, min_value=256 * 1024**2, max_value=2**50,
+        help_text="Bytes per session, at least 268435456 (256 MiB), within the team's limit.",
+    )  # fmt: skip
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not self.partial and bool(attrs.get("spec")) == bool(attrs.get("repo_url")):
