@@ -114,6 +114,7 @@ INSTALLED_APPS = [
     "apps.sessions",
     "apps.quotas",
     "apps.sharing",
+    "apps.workshops",
 ]
 
 MIDDLEWARE = [
@@ -250,6 +251,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "prune-environments": {"task": "apps.builds.tasks.prune_environments", "schedule": 3600.0},
     "clean-build-pods": {"task": "apps.builds.tasks.clean_build_pods", "schedule": 300.0},
     "account-usage": {"task": "apps.quotas.tasks.account_usage", "schedule": 60.0},
+    "tend-workshops": {"task": "apps.workshops.tasks.tend_workshops", "schedule": 15.0},
     "measure-storage": {
         "task": "apps.quotas.tasks.measure_storage",
         "schedule": float(env.int("BINDERY_STORAGE_MEASURE_INTERVAL", default=900)),
@@ -554,6 +556,18 @@ BINDERY_MAX_BUILDS_PER_PERSON = env.int("BINDERY_MAX_BUILDS_PER_PERSON", default
 # and memory); set them to a node's size on Kubernetes.
 BINDERY_SESSION_CPU_MAX = env.str("BINDERY_SESSION_CPU_MAX", default="")
 BINDERY_SESSION_MEMORY_MAX = env.str("BINDERY_SESSION_MEMORY_MAX", default="")
+# Workshops (apps/workshops): warm servers start this many seconds before a workshop opens,
+# at most this many at once across workshops (each holds its seat's memory: bound it by
+# what the machine can hold), and at most this many start at once. Sessions are warned this
+# many minutes before the workshop closes; guest seats are removed this long after it closes.
+BINDERY_WORKSHOP_WARM_LEAD = env.int("BINDERY_WORKSHOP_WARM_LEAD", default=900)
+BINDERY_WORKSHOP_WARM_MAX = env.int("BINDERY_WORKSHOP_WARM_MAX", default=20)
+BINDERY_WORKSHOP_WARM_STARTS = env.int("BINDERY_WORKSHOP_WARM_STARTS", default=4)
+BINDERY_WORKSHOP_CLOSE_WARNING = env.int("BINDERY_WORKSHOP_CLOSE_WARNING", default=10)
+BINDERY_WORKSHOP_GUEST_RETENTION = env.int("BINDERY_WORKSHOP_GUEST_RETENTION", default=86400)
+# Who may create workshops: "any" signed-in user, or "staff" (team admins always may, for
+# their team).
+BINDERY_WORKSHOP_CREATORS = env.str("BINDERY_WORKSHOP_CREATORS", default="any")
 # Sessions are warned this many minutes before their month's session hours run out.
 BINDERY_QUOTA_WARN_MINUTES = env.int("BINDERY_QUOTA_WARN_MINUTES", default=10)
 # How often (seconds) beat measures the volumes of running sessions for the ledger.

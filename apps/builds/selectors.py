@@ -37,7 +37,9 @@ def log_lines(build: Build, after: int = 0, limit: int = 1000) -> QuerySet[Build
 
 
 def environment_keys_in_use() -> set[str]:
-    """Keys of environments that running or starting sessions use (never pruned)."""
+    """Keys of environments that running or starting sessions use, or that a workshop not
+    yet closed was built for (never pruned)."""
     from apps.sessions.selectors import environment_keys_in_use as in_sessions
+    from apps.workshops.selectors import environment_keys_reserved
 
-    return in_sessions()
+    return in_sessions() | environment_keys_reserved()

@@ -99,11 +99,22 @@ def _scope(team_id: int | None) -> str:
     return UsageRecord.Scope.TEAM if team_id is not None else UsageRecord.Scope.PERSONAL
 
 
+def _payer(session: Any) -> tuple[int | None, int | None]:
+    """(user id, team id) whose pool a session's time counts against: its owner's and team's,
+    or for a workshop's seat the workshop's (its instructor's, or its team's) — attendees,
+    guests above all, never pay for a workshop."""
+    workshop = session.workshop
+    if workshop is not None:
+        return workshop.owner_id, workshop.team_id
+    return session.user_id, session.team_id
+
+
 def _session_rows(session: object, start: datetime, end: datetime) -> list[UsageRecord]:
     """Rows for every clock minute of [start, end), the last one partial."""
     from apps.sessions.models import Session
 
     assert isinstance(session, Session)
+    payer = _payer(session)
     rows = []
     minute = floor_minute(start)
     while minute < end:
@@ -119,9 +130,9 @@ def _session_rows(session: object, start: datetime, end: datetime) -> list[Usage
                     quantity=(hi - lo).total_seconds(),
                     cpu=session.cpu,
                     memory_bytes=session.memory_bytes or None,
-                    user_id=session.user_id,
-                    team_id=session.team_id,
-                    scope=_scope(session.team_id),
+                    user_id=payer[0],
+                    team_id=payer[1],
+                    scope=_scope(payer[1]),
                     anonymous_owner=session.anonymous_owner,
                     session_id=session.pk,
                 )
@@ -142,7 +153,12 @@ def account_session(session_id: int, now: datetime | None = None) -> int:
 
     now = now or timezone.now()
     with transaction.atomic():
-        session = Session.objects.select_for_update().filter(pk=session_id).first()
+        session = (
+            Session.objects.select_for_update(of=("self",))
+            .select_related("workshop")
+            .filter(pk=session_id)
+            .first()
+        )
         if session is None or session.ready_at is None:
             return 0
         ended = session.is_terminal
@@ -331,7 +347,7 @@ def unaccounted_running_seconds(
     from apps.sessions.models import Session
 
     sessions = Session.objects.filter(status__in=(*Session.RUNNING, Session.Status.STOPPING),
-                                      ready_at__isnull=False)  # fmt: skip
+                                      ready_at__isnull=False, workshop__isnull=True)  # fmt: skip
     if user_id is not None:
         sessions = sessions.filter(user_id=user_id)
     if team_id is not None:
@@ -358,7 +374,8 @@ def running_totals(
 
     from apps.sessions.models import Session
 
-    sessions = Session.objects.filter(status__in=Session.ACTIVE)
+    # a workshop's seats count as its reservation (quotas.services), not one by one
+    sessions = Session.objects.filter(status__in=Session.ACTIVE, workshop__isnull=True)
     if user_id is not None:
         sessions = sessions.filter(user_id=user_id)
     if team_id is not None:

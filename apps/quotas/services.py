@@ -159,7 +159,7 @@ def used_in(pool: Pool, name: str, now: datetime) -> float | int:
         if pool.kind == "anonymous":
             return Session.objects.filter(user=None, anonymous_owner=pool.anonymous_owner,
                                           status__in=Session.ACTIVE).count()  # fmt: skip
-        return ledger.running_totals(**scope)[0]
+        return ledger.running_totals(**scope)[0] + workshop_reservations(pool, now)
     if name == "builds":
         builds = Build.objects.filter(status__in=Build.ACTIVE)
         if pool.user_id is not None:
@@ -258,6 +258,76 @@ def _refuse_pool(pool: Pool, name: str, used: float | int, allowed: float | int,
         sentence, limit=name, used=used, allowed=allowed, left=_left(allowed, used),
         resets_at=resets_at(name, now),
     )  # fmt: skip
+
+
+# --- workshops' reservations ---------------------------------------------------------------
+
+
+def _workshops_of(pool: Pool) -> Any:
+    from apps.workshops.models import Workshop
+
+    if pool.kind == "user":
+        return Workshop.objects.filter(owner_id=pool.user_id or 0, team__isnull=True)
+    if pool.kind == "team":
+        return Workshop.objects.filter(team_id=pool.team_id or 0)
+    return Workshop.objects.none()
+
+
+def workshop_reservations(pool: Pool, now: datetime) -> int:
+    """Seats the pool's workshops hold now: from the warm lead before opening to closing,
+    every seat counts as a session at once, taken or not (its attendees' sessions are not
+    counted one by one)."""
+    from datetime import timedelta
+
+    lead = timedelta(seconds=settings.BINDERY_WORKSHOP_WARM_LEAD)
+    held = _workshops_of(pool).filter(closed_at__isnull=True, closes_at__gt=now,
+                                      opens_at__lte=now + lead)  # fmt: skip
+    return sum(held.values_list("seats", flat=True))
+
+
+def reserve_for_workshop(
+    actor: User, team: Team | None, *, seats: int, cpu: float | None,
+    memory_bytes: int | None, session_minutes: int, opens_at: datetime, closes_at: datetime,
+    exclude_id: int | None = None,
+) -> None:  # fmt: skip
+    """May the instructor's (or the team's) quota hold a workshop of ``seats`` for this
+    window? Its seats count as sessions at once against the pool, with every other workshop
+    of the pool whose window overlaps; each seat's CPU and memory are within one session's
+    bound; seats times session length fits in the month's session hours left. Raises
+    QuotaExceeded naming the limit."""
+    now = timezone.now()
+    pools = pools_for(actor, team)
+    pool = pools[0]
+    allowed = pool.bounds.get("sessions")
+    if allowed is not None:
+        others = _workshops_of(pool).filter(closed_at__isnull=True, opens_at__lt=closes_at,
+                                            closes_at__gt=opens_at)  # fmt: skip
+        if exclude_id is not None:
+            others = others.exclude(pk=exclude_id)
+        held = sum(others.values_list("seats", flat=True))
+        own = ledger.running_totals(**_count_scope(pool))[0]
+        if held + seats + own > allowed:
+            _who, _ = _subject(pool)
+            raise QuotaExceeded(
+                f"{seats} seats do not fit: {_whose(pool, 'sessions')} is {allowed:g} sessions "
+                f"at once, and {held + own:g} are held then by running sessions and other "
+                "workshops. Ask for a larger quota, or choose fewer seats.",
+                limit="sessions", used=held + own, allowed=allowed,
+                left=max(0, allowed - held - own), resets_at=None,
+            )  # fmt: skip
+    _size(pools, cpu, memory_bytes)
+    hours = pool.bounds.get("session_hours")
+    if hours is not None:
+        used = float(used_in(pool, "session_hours", now))
+        need = seats * session_minutes / 60
+        if used + need > hours:
+            raise QuotaExceeded(
+                f"{seats} seats of {session_minutes} minutes need {need:g} session hours; "
+                f"{_left(hours, used):g} of {hours:g} are left this month "
+                f"({_whose(pool, 'session_hours')}).",
+                limit="session_hours", used=used, allowed=hours, left=_left(hours, used),
+                resets_at=resets_at("session_hours", now),
+            )  # fmt: skip
 
 
 # --- admission ------------------------------------------------------------------------------
@@ -804,7 +874,8 @@ def enforce_session_hours(now: datetime | None = None) -> dict[str, list[int]]:
     now = now or timezone.now()
     report: dict[str, list[int]] = {"warned": [], "stopped": []}
     running = list(
-        Session.objects.filter(status=Session.Status.READY, user__isnull=False)
+        Session.objects.filter(status=Session.Status.READY, user__isnull=False,
+                               workshop__isnull=True)  # a workshop's seats: its reservation
         .select_related("user", "team")
     )  # fmt: skip
     left_of: dict[tuple[str, int | None, int | None], tuple[float, int, Pool]] = {}

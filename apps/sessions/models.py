@@ -67,6 +67,11 @@ class Session(models.Model):
         "teams.Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="launches"
     )
     build = models.ForeignKey("builds.Build", on_delete=models.PROTECT, related_name="sessions")
+    # A workshop's seat (apps.workshops): a warm server waiting for an attendee, or one's.
+    workshop = models.ForeignKey(
+        "workshops.Workshop", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="sessions",
+    )  # fmt: skip
     hub_user = models.CharField(max_length=64)
     provider = models.CharField(max_length=20)
     spec = models.CharField(max_length=1000)

@@ -168,39 +168,56 @@ def launch(
         requested: BuildRequested = request_build(
             resolved, user, team=team, credential=credential, checked=checked
         )
-        build = requested.build
-        ready = build.status == Build.Status.READY
-        session = Session.objects.create(
-            user=user,
-            anonymous_owner=anonymous_owner if user is None else "",
-            team=team,
-            build=build,
-            hub_user=hub_user_for(user, anonymous_owner),
-            provider=resolved.provider,
-            spec=resolved.spec[:1000],
-            urlpath=urlpath,
-            status=Session.Status.LAUNCHING if ready else Session.Status.BUILDING,
-            memory_bytes=admission.memory_bytes,
-            max_processes=admission.max_processes,
+        session = open_session(
+            requested.build, user=user, anonymous_owner=anonymous_owner if user is None else "",
+            team=team, hub_user=hub_user_for(user, anonymous_owner), urlpath=urlpath,
+            memory_bytes=admission.memory_bytes, max_processes=admission.max_processes,
             cpu=admission.cpu,
-            environment_key=build.environment_key,
-        )
-        if ready:
-            add_event(
-                session,
-                "built",
-                f"Reusing the environment built for "
-                f"{name_for_resolved(build.resolved).label}; starting your server.",
-            )
-            transaction.on_commit(lambda: _enqueue_launch(session.pk))
-        else:
-            add_event(
-                session,
-                "waiting",
-                f"Waiting for the build of {name_for_resolved(build.resolved).label}.",
-            )
-            # The build may finish before this commits: look again once it has.
-            transaction.on_commit(lambda: start_sessions_waiting_for(build.pk))
+        )  # fmt: skip
+    return session
+
+
+def open_session(
+    build: Build,
+    *,
+    user: User | None,
+    anonymous_owner: str,
+    team: Team | None,
+    hub_user: str,
+    urlpath: str,
+    memory_bytes: int,
+    max_processes: int,
+    cpu: float | None,
+    workshop_id: int | None = None,
+) -> Session:
+    """The session row of an admitted launch, in the caller's transaction: launching now
+    (the server starts on commit) when ``build`` is ready, else waiting for it."""
+    ready = build.status == Build.Status.READY
+    session = Session.objects.create(
+        user=user,
+        anonymous_owner=anonymous_owner,
+        team=team,
+        build=build,
+        hub_user=hub_user,
+        provider=build.provider,
+        spec=build.spec[:1000],
+        urlpath=urlpath,
+        status=Session.Status.LAUNCHING if ready else Session.Status.BUILDING,
+        memory_bytes=memory_bytes,
+        max_processes=max_processes,
+        cpu=cpu,
+        environment_key=build.environment_key,
+        workshop_id=workshop_id,
+    )
+    label = name_for_resolved(build.resolved).label
+    if ready:
+        add_event(session, "built",
+                  f"Reusing the environment built for {label}; starting your server.")  # fmt: skip
+        transaction.on_commit(partial(_enqueue_launch, session.pk))
+    else:
+        add_event(session, "waiting", f"Waiting for the build of {label}.")
+        # The build may finish before this commits: look again once it has.
+        transaction.on_commit(partial(start_sessions_waiting_for, build.pk))
     return session
 
 
@@ -252,7 +269,9 @@ def server_spec(session: Session) -> ServerSpec:
     result = result_from_json(build.result or {})
     resolved = build.resolved
     mounts: list[Mount] = []
-    if session.user is not None:
+    # A workshop's seat mounts the attendee's own volume only when the workshop says so.
+    seat_without_volume = session.workshop is not None and not session.workshop.mount_volumes
+    if session.user is not None and not seat_without_volume:
         mounts.append(Mount(volume_ref(home_volume(session.user), limited=True), "persistent"))
     if session.team is not None:
         mounts.append(
@@ -294,7 +313,7 @@ def start_on_hub(session_id: int) -> str | None:
     ).update(launch_started_at=timezone.now())
     if not claimed:
         return None
-    session = Session.objects.select_related("build", "team", "user").get(pk=session_id)
+    session = Session.objects.select_related("build", "team", "user", "workshop").get(pk=session_id)
     if session.build.result:
         _mark_used(session.build.pk, session.build.result)
     client = hubapi.HubClient()
@@ -527,7 +546,10 @@ def cull_sessions(now: datetime | None = None) -> list[int]:
     idle = timedelta(seconds=settings.BINDERY_IDLE_TIMEOUT)
     max_age = timedelta(seconds=settings.BINDERY_MAX_AGE)
     stopped = []
-    for session in Session.objects.filter(status=Session.Status.READY):
+    # a workshop's warm server waits for its attendee: not idle, and the workshop ends it
+    for session in Session.objects.filter(status=Session.Status.READY).exclude(
+        workshop__isnull=False, seat__isnull=True
+    ):
         seen = max(t for t in (session.last_activity, session.keepalive_at, session.ready_at) if t)
         if now - session.created_at > max_age:
             request_stop(session, "The session reached its maximum age and was stopped.")
