@@ -335,6 +335,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a "status": name each choice set after its model.
+    "ENUM_NAME_OVERRIDES": {
+        "SessionStatusEnum": "apps.sessions.models.Session.Status",
+        "WorkshopStatusEnum": "apps.workshops.models.Workshop.Status",
+    },
 }
 
 # --- Static files -------------------------------------------------------------------------

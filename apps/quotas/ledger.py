@@ -200,9 +200,13 @@ def session_ended(session_id: int) -> None:
 
 
 def measure_and_record(volume: object) -> None:
-    from apps.sessions.services import measure_volume
+    """Measure the bytes a volume's files use and record them; nothing where the backend
+    cannot read them (kubernetes: the claim's size is its quota, enforced by the cluster)."""
+    from apps.sessions.services import measure_volume_use
 
-    record_storage(measure_volume(volume))  # type: ignore[arg-type]
+    measured = measure_volume_use(volume)  # type: ignore[arg-type]
+    if measured is not None:
+        record_storage(measured)
 
 
 def measure_volumes_in_use() -> int:

@@ -111,10 +111,11 @@ def site_defaults(level: str) -> dict[str, float | int | None]:
     return team
 
 
-def _machine() -> dict[str, float | int | None]:
-    """What one session may never exceed when no ceiling says otherwise: the cores and the
-    memory this machine has (``BINDERY_SESSION_CPU_MAX``/``BINDERY_SESSION_MEMORY_MAX``
-    override it, e.g. for a cluster's node size)."""
+def machine_bounds() -> dict[str, float | int | None]:
+    """What one session may never ask for beyond, whatever the limits say: the cores and
+    the memory this machine has (``BINDERY_SESSION_CPU_MAX``/``BINDERY_SESSION_MEMORY_MAX``
+    override it, e.g. with a cluster node's size). A bound on requests, not a default: a
+    session that asks for nothing gets its limits (no CPU limit when none is set)."""
     cpu = _optional_number("BINDERY_SESSION_CPU_MAX") or float(os.cpu_count() or 1)
     memory = _optional_size("BINDERY_SESSION_MEMORY_MAX")
     if memory is None:
@@ -126,14 +127,9 @@ def _machine() -> dict[str, float | int | None]:
 
 
 def site_ceilings() -> dict[str, float | int | None]:
-    """The hard ceilings for everyone (``BINDERY_QUOTA_CEILINGS``); one session's CPU and
-    memory are bounded by the machine's when the ceilings do not name them."""
+    """The hard ceilings for everyone (``BINDERY_QUOTA_CEILINGS``)."""
     ceilings = _ceilings()
-    out: dict[str, float | int | None] = {name: ceilings.get(name) for name in NAMES}
-    for name, value in _machine().items():
-        if name not in ceilings:
-            out[name] = value
-    return out
+    return {name: ceilings.get(name) for name in NAMES}
 
 
 def team_ceiling_defaults() -> dict[str, float | int | None]:

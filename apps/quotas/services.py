@@ -25,6 +25,7 @@ from apps.quotas.limits import (
     InvalidLimit,
     anonymous_limits,
     clean_values,
+    machine_bounds,
     merged,
     person_limits,
     site_ceilings,
@@ -365,13 +366,19 @@ def _size(
 ) -> tuple[int, float | None]:
     """The session's memory and CPU: what it asked for, within the tightest bound; the
     bound itself when it asked for nothing."""
+    machine = machine_bounds()
     for name, asked in (("memory", memory_bytes), ("cpu", cpu)):
         allowed = per_session(pools, name)
-        if asked is not None and allowed is not None and asked > allowed:
+        whose = ""
+        if allowed is not None:
             pool = next(p for p in pools if p.bounds.get(name) == allowed)
+            whose = _whose(pool, name)
+        if tighter(allowed, machine[name]) != allowed:
+            allowed, whose = machine[name], "what this installation's machines have"
+        if asked is not None and allowed is not None and asked > allowed:
             raise QuotaExceeded(
                 f"This launch asks for {_number(name, asked)}; the most one session may have "
-                f"is {_number(name, allowed)} ({_whose(pool, name)}).",
+                f"is {_number(name, allowed)} ({whose}).",
                 limit=name, used=asked, allowed=allowed, left=allowed, resets_at=None,
             )  # fmt: skip
     memory_allowed = per_session(pools, "memory")
@@ -753,8 +760,11 @@ def _clean(values: Mapping[str, Any]) -> dict[str, float | int | None]:
 
 def _within(values: Mapping[str, float | int | None],
             ceiling: Mapping[str, float | int | None], whose: str) -> None:  # fmt: skip
+    machine = machine_bounds()
     for name, value in values.items():
         allowed = ceiling.get(name)
+        if value is not None and name in machine and tighter(value, machine[name]) != value:
+            allowed, whose = machine[name], "this installation's machines have"
         if allowed is None:
             continue
         if value is None or value > allowed:

@@ -674,6 +674,18 @@ def measure_volume(volume: Volume) -> Volume:
     return volume
 
 
+def measure_volume_use(volume: Volume) -> Volume | None:
+    """Store the bytes the volume's files use, where the backend can read them (the usage
+    ledger's measurement); None where it cannot (kubernetes), the volume unchanged."""
+    used = get_session_backend().used_bytes(volume_ref(volume))
+    if used is None:
+        return None
+    volume.size_bytes = used
+    volume.size_measured_at = timezone.now()
+    volume.save(update_fields=["size_bytes", "size_measured_at"])
+    return volume
+
+
 def archive_volume(volume: Volume) -> tuple[str, Iterator[bytes]]:
     """(file name stem, .tar.gz stream) of a volume's files; raises ArchiveNotOffered."""
     name = "home" if volume.user_id else f"team-{volume.team.slug if volume.team else ''}"

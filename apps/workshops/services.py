@@ -411,7 +411,11 @@ def join(code: str, *, user: User | None = None, name: str = "", guest_owner: st
         display = (name or "").strip()[:100] or user.get_full_name() or user.email or user.username
     digest = guest_digest(guest_owner) if user is None else ""
     with transaction.atomic():
-        workshop = Workshop.objects.select_for_update().select_related("build").get(pk=workshop.pk)
+        workshop = (
+            Workshop.objects.select_for_update(of=("self",))
+            .select_related("build")
+            .get(pk=workshop.pk)
+        )
         check_open(workshop)
         seats = Seat.objects.filter(workshop=workshop)
         mine = seats.filter(user=user) if user is not None else seats.filter(guest_digest=digest)
@@ -441,7 +445,7 @@ def _seat_server(
 ) -> tuple[Session, bool]:
     """A warm server of the workshop's environment, handed over; else a cold start."""
     warm = (
-        Session.objects.select_for_update(skip_locked=True)
+        Session.objects.select_for_update(skip_locked=True, of=("self",))
         .filter(workshop=workshop, seat__isnull=True, build=workshop.build,
                 status__in=(Session.Status.READY, Session.Status.LAUNCHING))
         .order_by("-status", "created_at")  # ready before launching
@@ -513,7 +517,11 @@ def restart_seat(actor: User, workshop: Workshop, seat: Seat) -> Seat:
     if old is not None and not old.is_terminal:
         _stop(old, "The instructor restarted this session.")
     with transaction.atomic():
-        workshop = Workshop.objects.select_for_update().select_related("build").get(pk=workshop.pk)
+        workshop = (
+            Workshop.objects.select_for_update(of=("self",))
+            .select_related("build")
+            .get(pk=workshop.pk)
+        )
         seat = Seat.objects.select_for_update().get(pk=seat.pk)
         owner = old.anonymous_owner if old is not None else ""
         session, _ = _seat_server(workshop, seat, seat.user, owner)

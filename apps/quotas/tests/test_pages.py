@@ -143,7 +143,7 @@ def test_past_months_are_listed_from_the_ledger_and_show_the_monthly_limits(clie
 
     response = client.get(f"/account/usage/?period={before.label}")
     assert response.status_code == 200
-    assert f'href="/account/usage/?period={before.label}" aria-current="page"' in (
+    assert f'href="/account/usage/?period={before.label}" aria-current="date"' in (
         response.content.decode()
     )
     assert limit_text(response, "session_hours") == (
@@ -253,7 +253,7 @@ def test_v2_page_says_what_the_launch_will_use_and_what_is_left(client, limits, 
         "This launch will use up to 2 GB of memory and 1 CPU. You have 2 of 3 sessions and "
         "31.5 of 40 session hours left this month. Your usage"
     )
-    assert re.search(r'<button type="submit" id="launch-button" >Launch</button>',
+    assert re.search(r'<button type="submit" id="launch-button">Launch</button>',
                      response.content.decode())  # fmt: skip
 
 

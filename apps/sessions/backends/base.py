@@ -124,6 +124,12 @@ class SessionBackend(Protocol):
         what its storage allows (0 when it has no storage yet)."""
         ...
 
+    def used_bytes(self, volume: VolumeRef) -> int | None:
+        """The bytes the volume's files use now, for the usage ledger and its storage quota;
+        None where the backend cannot read them (a claim's usage is not readable without
+        mounting it)."""
+        ...
+
     def archive_volume(self, volume: VolumeRef, name: str) -> Iterator[bytes]:
         """The volume's files as a .tar.gz stream whose entries are under ``name/``; raises
         ArchiveNotOffered where the backend cannot read volumes."""

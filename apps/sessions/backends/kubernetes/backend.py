@@ -229,6 +229,11 @@ class KubernetesSessions:
         size = capacity.get("storage") or requests.get("storage")
         return int(parse_quantity(size)) if size else 0
 
+    def used_bytes(self, volume: VolumeRef) -> int | None:
+        """Not readable here: the claim's bytes are inside the pod that mounts it (its
+        storage class enforces the size the claim requested: the storage quota)."""
+        return None
+
     def archive_volume(self, volume: VolumeRef, name: str) -> Iterator[bytes]:
         """Not offered: raises ArchiveNotOffered at once (before any response starts)."""
         raise ArchiveNotOffered(

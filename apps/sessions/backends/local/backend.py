@@ -139,6 +139,9 @@ class LocalSessions:
         session plants (even mid-walk) is neither followed nor counted."""
         return volumefs.measure(self.volume_dir(volume))
 
+    def used_bytes(self, volume: VolumeRef) -> int | None:
+        return self.measure_volume(volume)
+
     def archive_volume(self, volume: VolumeRef, name: str) -> Iterator[bytes]:
         self.ensure_volume(volume)
         return stream_tar_gz(self.volume_dir(volume), name)
