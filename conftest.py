@@ -66,6 +66,8 @@ def _fast_test_settings(settings: Any) -> None:
     # Most tests queue builds that no worker runs; the per-user cap has tests of its own.
     settings.BINDERY_MAX_BUILDS_PER_USER = 50
     settings.BINDERY_MAX_BUILDS_PER_PERSON = 50
+    # Every test client is 127.0.0.1: the join throttle has a test of its own.
+    settings.BINDERY_WORKSHOP_JOIN_RATE = ""
 
 
 @pytest.fixture

@@ -337,6 +337,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # Several models have a "status": name each choice set after its model.
     "ENUM_NAME_OVERRIDES": {
+        "BuildStatusEnum": "apps.builds.models.Build.Status",
         "SessionStatusEnum": "apps.sessions.models.Session.Status",
         "WorkshopStatusEnum": "apps.workshops.models.Workshop.Status",
     },
@@ -573,6 +574,10 @@ BINDERY_WORKSHOP_GUEST_RETENTION = env.int("BINDERY_WORKSHOP_GUEST_RETENTION", d
 # Who may create workshops: "any" signed-in user, or "staff" (team admins always may, for
 # their team).
 BINDERY_WORKSHOP_CREATORS = env.str("BINDERY_WORKSHOP_CREATORS", default="any")
+# Joins by code over the API (POST /api/v1/workshops/join/) per client address, as DRF
+# writes rates ("60/min", "1000/hour"; empty: unlimited). Codes are short: this stops walking
+# them. A room behind one NAT address shares it: raise it for large workshops.
+BINDERY_WORKSHOP_JOIN_RATE = env.str("BINDERY_WORKSHOP_JOIN_RATE", default="60/min")
 # Sessions are warned this many minutes before their month's session hours run out.
 BINDERY_QUOTA_WARN_MINUTES = env.int("BINDERY_QUOTA_WARN_MINUTES", default=10)
 # How often (seconds) beat measures the volumes of running sessions for the ledger.

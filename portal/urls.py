@@ -16,6 +16,7 @@ api_v1 = [
     path("", include("apps.sessions.api.urls")),
     path("", include("apps.quotas.api.urls")),
     path("", include("apps.sharing.api.urls")),
+    path("", include("apps.workshops.api.urls")),
 ]
 
 urlpatterns = [
@@ -29,6 +30,7 @@ urlpatterns = [
     path("repos/", include("apps.repos.urls")),
     path("sessions/", include("apps.sessions.urls")),
     path("", include("apps.sharing.urls")),  # /s/ share links, team environments
+    path("", include("apps.workshops.urls")),  # /workshops/, and attendees' /join, /w/<code>
     path("volumes/", sessions_views.volumes, name="volumes"),
     path("volumes/<int:volume_id>/delete/", sessions_views.volume_delete, name="volume-delete"),
     path("launch-link", sessions_views.launch_link, name="launch-link"),

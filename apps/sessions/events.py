@@ -38,6 +38,8 @@ def add_event(session: Session, phase: str, message: str) -> SessionEvent:
         event = SessionEvent.objects.create(session=session, n=n, phase=phase, message=message)
     session.events_size = n
     transaction.on_commit(lambda: publish_session(session.pk, event))
+    if session.workshop_id:  # the workshop's roster shows its seats' sessions live
+        transaction.on_commit(lambda: publish(f"workshop-{session.workshop_id}", {"kind": "seat"}))
     return event
 
 

@@ -34,6 +34,7 @@ from apps.sessions.failures import (
 from apps.sharing.views import dashboard_environments
 from apps.teams.models import Membership, Team
 from apps.teams.selectors import get_membership_for_user, memberships_for_user
+from apps.workshops.presentation import banner_for_session
 from portal.api import current_user
 from portal.errors import BinderyError, Conflict
 from portal.utils import raw_path_spec
@@ -251,6 +252,7 @@ def session_launch(request: HttpRequest, session_id: int) -> HttpResponse:
         "failure": failure,
         "launch_config": {"sessionId": None if failure else session.pk, "autostart": False,
                           "query": "", "logSessionId": session.pk},
+        "banner": banner_for_session(session), "on_launch_page": True,  # a workshop's seat
     })  # fmt: skip
 
 

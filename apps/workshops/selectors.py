@@ -8,6 +8,7 @@ from django.db.models import Q, QuerySet
 
 from apps.teams.models import ROLE_RANK, Role
 from apps.workshops.models import Seat, Workshop
+from apps.workshops.services import guest_digest
 from portal.errors import NotFound
 from portal.utils import as_id
 
@@ -44,3 +45,19 @@ def environment_keys_reserved() -> set[str]:
         "build__environment_key", flat=True
     )
     return {key for key in keys if key}
+
+
+def seat_for_visitor(workshop: Workshop, user: Any, guest_owner: str = "") -> Seat | None:
+    """The seat the visitor already holds: a signed-in user's own, or the one their
+    browser's guest secret (``guest_owner``) took; None when they hold none."""
+    seats = workshop.seat_set.select_related("session")
+    if getattr(user, "is_authenticated", False):
+        return seats.filter(user=user).first()
+    if guest_owner:
+        return seats.filter(user__isnull=True, guest_digest=guest_digest(guest_owner)).first()
+    return None
+
+
+def seat_of_session(session_id: int) -> Seat | None:
+    """The workshop seat a session serves (for its launch page's banner), or None."""
+    return Seat.objects.select_related("workshop", "session").filter(session_id=session_id).first()

@@ -252,6 +252,14 @@ def update_workshop(actor: User, workshop: Workshop, changes: dict[str, Any]) ->
         for seat in workshop.seat_set.filter(ends_at__isnull=False):
             seat.ends_at = seat.joined_at + timedelta(minutes=workshop.session_minutes)
             seat.save(update_fields=["ends_at"])
+    if {"seats", "opens_at", "closes_at", "session_minutes"} & set(changes):
+        from apps.quotas.services import reserve_for_workshop
+
+        reserve_for_workshop(  # more seats, or a longer window, must still fit the quota
+            workshop.owner, workshop.team, seats=workshop.seats, cpu=workshop.cpu,
+            memory_bytes=workshop.memory_bytes, session_minutes=workshop.session_minutes,
+            opens_at=workshop.opens_at, closes_at=workshop.closes_at, exclude_id=workshop.pk,
+        )  # fmt: skip
     for name in ("guests", "team_members_only"):
         if name in changes:
             setattr(workshop, name, bool(changes[name]))

@@ -130,3 +130,14 @@ def test_a_closed_workshop_holds_nothing(repo):
     assert quotas.usage_for(owner).get("sessions").left == 0
     services.close_workshop(owner, w)
     assert quotas.usage_for(owner).get("sessions").left == 3
+
+
+def test_adding_seats_must_still_fit_the_quota(repo):
+    owner = UserFactory()
+    Quota.objects.create(scope="user", user=owner, values={"sessions": 4})
+    w = built(workshop(owner, repo, seats=3))
+    services.update_workshop(owner, w, {"seats": 4})
+    with pytest.raises(quotas.QuotaExceeded):
+        services.update_workshop(owner, w, {"seats": 5})
+    w.refresh_from_db()
+    assert w.seats == 4
