@@ -462,7 +462,10 @@ def _seat_server(
     if warm is not None and not workshop.mount_volumes:
         warm.user = user
         warm.anonymous_owner = "" if user is not None else guest_owner
-        warm.save(update_fields=["user", "anonymous_owner"])
+        # the idle clock starts at the handover: the pool's wait is not the attendee's idling
+        # (keepalive_at, as refresh_activity overwrites last_activity with the hub's older one)
+        warm.keepalive_at = timezone.now()
+        warm.save(update_fields=["user", "anonymous_owner", "keepalive_at"])
         add_event(warm, "ready" if warm.status == Session.Status.READY else "launching",
                   f"Your seat in “{workshop.title}” is ready: opening it.")  # fmt: skip
         return warm, True
@@ -522,6 +525,9 @@ def restart_seat(actor: User, workshop: Workshop, seat: Seat) -> Seat:
     _require_instructor(actor, workshop)
     check_open(workshop)
     old = seat.session
+    if seat.is_guest and (old is None or not old.anonymous_owner):
+        raise Conflict("This guest's session is gone: they get a new one by joining again.",
+                       code="SEAT_NEEDS_REJOIN")  # fmt: skip
     if old is not None and not old.is_terminal:
         _stop(old, "The instructor restarted this session.")
     with transaction.atomic():
