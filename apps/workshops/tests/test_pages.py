@@ -23,22 +23,13 @@ from django.utils import timezone
 from apps.accounts.tests.factories import UserFactory
 from apps.builds.models import Build
 from apps.quotas.models import Quota
-from apps.sessions import services as sessions_services
 from apps.sessions.models import Session
 from apps.sessions.owners import SESSION_KEY
-from apps.sessions.tests import conftest as hub_fixtures
 from apps.workshops import services
 from apps.workshops.models import Seat, Workshop
-from portal import crypto
 from portal.routing import websocket_urlpatterns
 
 pytestmark = pytest.mark.django_db
-
-# the real hub, for the one test reading an attendee's files from their running server
-hub, hub_client, make_launch, single_user_env = (
-    hub_fixtures.hub, hub_fixtures.hub_client, hub_fixtures.make_launch,
-    hub_fixtures.single_user_env,
-)  # fmt: skip
 
 
 @pytest.fixture
@@ -471,51 +462,3 @@ async def test_an_outsider_is_refused_the_roster(git_host):
 
     _, connected, code = await _connect(AnonymousUser(), w.pk)
     assert not connected and code == 4404
-
-
-# --- an attendee's files, read from their real server ---------------------------------------
-
-
-@pytest.mark.hub
-def test_the_instructor_reads_the_names_of_a_running_attendees_files(
-    signed_in,
-    instructor,
-    repo,
-    hub,
-    hub_client,
-    make_launch,
-    settings,
-):
-    settings.BINDERY_HUB_URL = hub.public_url
-    w = make(instructor, repo)
-    guest_joins(Client(), w, "Ada")
-    seat = Seat.objects.select_related("session").get()
-    session = seat.session
-    launch = make_launch(session.hub_user, session.server_name)
-    hub_client.ensure_user(session.hub_user)
-    hub_client.start_server(session.hub_user, session.server_name, launch.user_options)
-    try:
-        events = list(hub_client.iter_progress(session.hub_user, session.server_name))
-        assert events and events[-1].get("ready"), hub.log()[-2000:]
-        token, _ = hub_client.create_server_token(
-            session.hub_user, session.server_name, expires_in=600
-        )
-        Session.objects.filter(pk=session.pk).update(
-            status="ready", url=sessions_services.session_url(session),
-            token_encrypted=crypto.encrypt(token),
-        )  # fmt: skip
-        page = signed_in.get(reverse("workshop-seat-files", args=[w.pk, seat.pk]))
-        assert page.status_code == 200 and not page.context["error"], page.context["error"]
-        names = {e.name: e.type for e in page.context["entries"]}
-        assert names["README.md"] == "file" and names["binder"] == "directory", names
-        assert "README.md" in page.content.decode()
-        inside = signed_in.get(  # a folder opens as its own listing
-            reverse("workshop-seat-files", args=[w.pk, seat.pk]), {"path": "binder"}
-        )
-        assert [e.name for e in inside.context["entries"]] == ["start"]
-        escape = signed_in.get(
-            reverse("workshop-seat-files", args=[w.pk, seat.pk]), {"path": "../../etc"}
-        )
-        assert escape.context["path"] == "etc"  # never above the server's root
-    finally:
-        hub_client.stop_server(session.hub_user, session.server_name)
