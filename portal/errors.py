@@ -30,6 +30,11 @@ class InvalidInput(BinderyError):
     status = 400
 
 
+def invalid_field(field: str, message: str) -> InvalidInput:
+    """A VALIDATION_ERROR naming one field, in the shape DRF's validation errors have."""
+    return InvalidInput(message, code="VALIDATION_ERROR", fields={field: [message]})
+
+
 class NotFound(BinderyError):
     code = "NOT_FOUND"
     status = 404

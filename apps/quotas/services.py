@@ -35,6 +35,7 @@ from apps.quotas.limits import (
 )
 from apps.quotas.models import Quota, UsageRecord
 from apps.teams.models import Membership, Team
+from apps.teams.services import require_manager
 from portal.errors import BinderyError, InvalidInput, NotFound, PermissionDenied
 
 
@@ -790,8 +791,7 @@ def _require_staff(actor: User) -> None:
 
 
 def _require_manager(actor: Membership) -> None:
-    if not actor.can_manage and not actor.user.is_staff:
-        raise PermissionDenied("Only team owners and admins can set the team's limits.")
+    require_manager(actor, "set the team's limits", staff=True)
 
 
 @transaction.atomic

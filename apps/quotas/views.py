@@ -29,8 +29,9 @@ from apps.teams.selectors import (
     get_membership_for_user,
     memberships_for_user,
 )
+from apps.teams.services import require_manager
 from portal.api import current_user
-from portal.errors import InvalidInput, NotFound, PermissionDenied
+from portal.errors import InvalidInput, NotFound
 
 
 def _manages(me: Membership) -> bool:
@@ -38,8 +39,7 @@ def _manages(me: Membership) -> bool:
 
 
 def _require_manager(me: Membership, what: str) -> None:
-    if not _manages(me):
-        raise PermissionDenied(f"Only team owners and admins can {what}.")
+    require_manager(me, what, staff=True)
 
 
 def _period_links(periods: list[Any], chosen: Any, base: str) -> list[dict[str, Any]]:

@@ -42,7 +42,8 @@ from apps.sharing import tokens
 from apps.sharing.errors import ShareLinkExpired, ShareLinkRevoked
 from apps.sharing.models import MIN_MEMORY_BYTES, ShareLink, TeamEnvironment
 from apps.teams.models import Membership, Team
-from portal.errors import InvalidInput, PermissionDenied
+from apps.teams.services import require_manager
+from portal.errors import PermissionDenied, invalid_field
 
 
 @dataclass(frozen=True)
@@ -58,16 +59,12 @@ class IssuedShareLink:
 # --- inputs ---------------------------------------------------------------------------------
 
 
-def _invalid(field: str, message: str) -> InvalidInput:
-    return InvalidInput(message, code="VALIDATION_ERROR", fields={field: [message]})
-
-
 def repository_of(*, spec: str = "", repo_url: str = "", ref: str = "") -> tuple[str, str]:
     """(provider, spec) from a ``provider/spec`` or a pasted repository URL (or DOI) + ref,
     checked as a launch checks it before contacting anything: the spec's syntax and the
     ban/allow lists. Raises the repos input errors, SPEC_BANNED, SPEC_NOT_ALLOWED."""
     if bool(spec) == bool(repo_url):
-        raise _invalid("spec", "Give either spec or repo_url (with ref).")
+        raise invalid_field("spec", "Give either spec or repo_url (with ref).")
     if spec:
         spec = check_text(spec, what="repository spec", max_length=MAX_SPEC_LENGTH).strip()
         provider, _, rest = spec.partition("/")
@@ -84,29 +81,28 @@ def _check_resources(team: Team, cpu: float | None, memory_bytes: int | None) ->
     from apps.quotas.services import team_quota
 
     if cpu is not None and not (cpu > 0 and cpu <= 1024):
-        raise _invalid("cpu", "CPU must be more than 0 and at most 1024 cores.")
+        raise invalid_field("cpu", "CPU must be more than 0 and at most 1024 cores.")
     if memory_bytes is not None and not MIN_MEMORY_BYTES <= memory_bytes <= 2**50:
-        raise _invalid("memory_bytes", "Memory must be at least 256 MiB (268435456 bytes).")
+        raise invalid_field("memory_bytes", "Memory must be at least 256 MiB (268435456 bytes).")
     limits = team_quota(team)
     for field, name, asked in (("cpu", "cpu", cpu), ("memory_bytes", "memory", memory_bytes)):
         allowed = limits.get(name)
         if asked is not None and allowed is not None and asked > allowed:
-            raise _invalid(field, f"The team's sessions may have at most {allowed:g} "
+            raise invalid_field(field, f"The team's sessions may have at most {allowed:g} "
                            f"{'cores' if name == 'cpu' else 'bytes'} of {name}.")  # fmt: skip
 
 
 def _check_name(name: str) -> str:
     name = name.strip()
     if not name:
-        raise _invalid("name", "Give the environment a name.")
+        raise invalid_field("name", "Give the environment a name.")
     if len(name) > 100:
-        raise _invalid("name", "The name can be at most 100 characters.")
+        raise invalid_field("name", "The name can be at most 100 characters.")
     return name
 
 
 def _require_manager(actor: Membership) -> None:
-    if not actor.can_manage:
-        raise PermissionDenied("Only team owners and admins can change the team's environments.")
+    require_manager(actor, "change the team's environments")
 
 
 # --- team environments ----------------------------------------------------------------------
@@ -180,7 +176,9 @@ def update_team_environment(
                                            repo_url=changes.get("repo_url", ""),
                                            ref=changes.get("ref", ""))  # fmt: skip
         elif changes.get("ref"):
-            raise _invalid("repo_url", "Give repo_url with ref (or a spec with the ref in it).")
+            raise invalid_field(
+                "repo_url", "Give repo_url with ref (or a spec with the ref in it)."
+            )
         else:
             provider, spec = environment.provider, environment.spec
         resolved_ref, pinned = _pin(actor, provider, spec)
@@ -243,15 +241,15 @@ def create_share_link(
     Raises InvalidInput (VALIDATION_ERROR, URLPATH_INVALID), the repos input errors."""
     name = name.strip()[:100]
     if audience not in ShareLink.Audience.values:
-        raise _invalid("audience", "The audience is signed_in or team.")
+        raise invalid_field("audience", "The audience is signed_in or team.")
     if audience == ShareLink.Audience.TEAM and team is None:
-        raise _invalid("team", "Name the team whose members may launch it.")
+        raise invalid_field("team", "Name the team whose members may launch it.")
     if audience == ShareLink.Audience.SIGNED_IN:
         team = None
     if team is not None and not Membership.objects.filter(team=team, user=user).exists():
         raise PermissionDenied("You can share with a team you are in only.")
     if expires_at is not None and expires_at <= timezone.now():
-        raise _invalid("expires_at", "The expiry must be in the future.")
+        raise invalid_field("expires_at", "The expiry must be in the future.")
     urlpath = sessions.clean_urlpath(urlpath)
     provider, spec = repository_of(spec=spec, repo_url=repo_url, ref=ref)
     token = tokens.generate()

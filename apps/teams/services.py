@@ -51,9 +51,11 @@ def _lock(team: Team) -> Team:
     return Team.objects.select_for_update().get(pk=team.pk)
 
 
-def _require_manager(actor: Membership) -> None:
-    if not actor.can_manage:
-        raise PermissionDenied("Only team owners and admins can do this.")
+def require_manager(actor: Membership, what: str = "do this", *, staff: bool = False) -> None:
+    """Raise PermissionDenied unless ``actor`` is an owner or admin of their team (or, with
+    ``staff``, a staff member): "Only team owners and admins can <what>."."""
+    if not actor.can_manage and not (staff and actor.user.is_staff):
+        raise PermissionDenied(f"Only team owners and admins can {what}.")
 
 
 def _owners(team: Team) -> int:
@@ -93,7 +95,7 @@ def create_team(user: User, name: str, slug: str = "") -> Team:
 
 @transaction.atomic
 def update_team(actor: Membership, name: str) -> Team:
-    _require_manager(actor)
+    require_manager(actor)
     team = actor.team
     name = name.strip()
     if not name:
@@ -113,7 +115,7 @@ def delete_team(actor: Membership) -> None:
 @transaction.atomic
 def change_role(actor: Membership, target: Membership, role: str) -> Membership:
     """Set ``target``'s role. Raises PermissionDenied or LastOwner."""
-    _require_manager(actor)
+    require_manager(actor)
     if role not in Role.values:
         raise InvalidInput(f"Unknown role {role!r}.", code="ROLE_INVALID")
     touches_owner = Role.OWNER in (role, target.role)
@@ -136,7 +138,7 @@ def remove_member(actor: Membership, target: Membership) -> None:
     if actor.pk == target.pk:
         leave_team(actor)
         return
-    _require_manager(actor)
+    require_manager(actor)
     if ROLE_RANK[Role(target.role)] > actor.rank:
         raise PermissionDenied("Only owners can remove an owner.")
     _lock(target.team)
@@ -168,7 +170,7 @@ def _stop_team_sessions(membership: Membership, reason: str) -> None:
 
 
 def _check_invitable_role(actor: Membership, role: str) -> None:
-    _require_manager(actor)
+    require_manager(actor)
     if role not in Role.values:
         raise InvalidInput(f"Unknown role {role!r}.", code="ROLE_INVALID")
     if role == Role.OWNER and actor.role != Role.OWNER:
@@ -235,7 +237,7 @@ def create_invite_link(
 
 @transaction.atomic
 def revoke_invitation(actor: Membership, invitation: Invitation) -> Invitation:
-    _require_manager(actor)
+    require_manager(actor)
     if invitation.revoked_at is None:
         invitation.revoked_at = timezone.now()
         invitation.save(update_fields=["revoked_at"])

@@ -31,7 +31,13 @@ from apps.sessions.models import Session
 from apps.teams.models import Team
 from apps.teams.selectors import get_membership_for_user
 from apps.workshops.models import CODE_ALPHABET, CODE_LENGTH, Seat, Workshop
-from portal.errors import BinderyError, Conflict, InvalidInput, NotFound, PermissionDenied
+from portal.errors import (
+    BinderyError,
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    invalid_field,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +72,6 @@ class SignInRequired(BinderyError):
     default_message = "Sign in to join this workshop: it has no guest seats."
 
 
-def _invalid(field: str, message: str) -> InvalidInput:
-    return InvalidInput(message, code="VALIDATION_ERROR", fields={field: [message]})
-
-
 # --- codes ----------------------------------------------------------------------------------
 
 
@@ -102,32 +104,32 @@ def _zone(name: str) -> str:
     try:
         ZoneInfo(name or "UTC")
     except (ZoneInfoNotFoundError, ValueError):
-        raise _invalid("time_zone", f"Unknown time zone {name!r}.") from None
+        raise invalid_field("time_zone", f"Unknown time zone {name!r}.") from None
     return name or "UTC"
 
 
 def _check_window(opens_at: datetime, closes_at: datetime, *, creating: bool) -> None:
     if timezone.is_naive(opens_at) or timezone.is_naive(closes_at):
-        raise _invalid("opens_at", "Give times with their time zone (ISO 8601).")
+        raise invalid_field("opens_at", "Give times with their time zone (ISO 8601).")
     if closes_at <= opens_at:
-        raise _invalid("closes_at", "The workshop must close after it opens.")
+        raise invalid_field("closes_at", "The workshop must close after it opens.")
     if creating and closes_at <= timezone.now():
-        raise _invalid("closes_at", "That closing time has passed.")
+        raise invalid_field("closes_at", "That closing time has passed.")
     if closes_at - opens_at > timedelta(days=31):
-        raise _invalid("closes_at", "A workshop may last at most 31 days.")
+        raise invalid_field("closes_at", "A workshop may last at most 31 days.")
 
 
 def _check_seats(seats: Any, taken: int = 0) -> int:
     if isinstance(seats, bool) or not isinstance(seats, int) or not 1 <= seats <= MAX_SEATS:
-        raise _invalid("seats", f"Seats must be a whole number from 1 to {MAX_SEATS}.")
+        raise invalid_field("seats", f"Seats must be a whole number from 1 to {MAX_SEATS}.")
     if seats < taken:
-        raise _invalid("seats", f"{taken} seats are taken: the workshop cannot have fewer.")
+        raise invalid_field("seats", f"{taken} seats are taken: the workshop cannot have fewer.")
     return seats
 
 
 def _check_minutes(minutes: Any) -> int:
     if isinstance(minutes, bool) or not isinstance(minutes, int) or not 5 <= minutes <= 24 * 60:
-        raise _invalid("session_minutes", "A session lasts 5 minutes to 24 hours.")
+        raise invalid_field("session_minutes", "A session lasts 5 minutes to 24 hours.")
     return minutes
 
 
@@ -138,7 +140,7 @@ def _check_domains(text: str) -> str:
             not all(part.isalnum() or "-" in part for part in domain.split("."))
             or "." not in domain
         ):
-            raise _invalid("email_domains", f"{domain!r} is not a domain such as uni.edu.")
+            raise invalid_field("email_domains", f"{domain!r} is not a domain such as uni.edu.")
     return ", ".join(domains)[:500]
 
 
@@ -177,7 +179,7 @@ def create_workshop(
                                if team else "You may not create workshops here.")  # fmt: skip
     title = (title or "").strip()
     if not title or len(title) > 200:
-        raise _invalid("title", "Give the workshop a title (at most 200 characters).")
+        raise invalid_field("title", "Give the workshop a title (at most 200 characters).")
     _check_window(opens_at, closes_at, creating=True)
     seats = _check_seats(seats)
     session_minutes = _check_minutes(session_minutes)
@@ -185,7 +187,7 @@ def create_workshop(
     urlpath = sessions.clean_urlpath(urlpath)
     email_domains = _check_domains(email_domains)
     if team_members_only and team is None:
-        raise _invalid("team_members_only", "Only a team's workshop can be for its members.")
+        raise invalid_field("team_members_only", "Only a team's workshop can be for its members.")
     if isinstance(memory_bytes, str):
         memory_bytes = parse_size(memory_bytes)
     reserve_for_workshop(actor, team, seats=seats, cpu=cpu, memory_bytes=memory_bytes,
@@ -237,7 +239,7 @@ def update_workshop(actor: User, workshop: Workshop, changes: dict[str, Any]) ->
     if "title" in changes:
         title = (changes["title"] or "").strip()
         if not title or len(title) > 200:
-            raise _invalid("title", "Give the workshop a title (at most 200 characters).")
+            raise invalid_field("title", "Give the workshop a title (at most 200 characters).")
         workshop.title = title
     opens_at = changes.get("opens_at", workshop.opens_at)
     closes_at = changes.get("closes_at", workshop.closes_at)
@@ -397,7 +399,7 @@ def _check_person(workshop: Workshop, user: User | None) -> None:
 def _guest_name(name: str) -> str:
     name = " ".join((name or "").split())
     if not name or len(name) > 100 or any(ord(c) < 0x20 for c in name):
-        raise _invalid("name", "Give a display name (at most 100 characters).")
+        raise invalid_field("name", "Give a display name (at most 100 characters).")
     return name
 
 
