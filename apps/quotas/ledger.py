@@ -343,6 +343,17 @@ def seconds_used(
     return float(total or 0.0)
 
 
+def _owned(sessions: QuerySet[Any], user_id: int | None, team_id: int | None,
+           personal: bool) -> QuerySet[Any]:  # fmt: skip
+    """Sessions of a user's personal use, a team's, or one member's within a team (as
+    ``_owner_filter`` selects ledger rows)."""
+    if user_id is not None:
+        sessions = sessions.filter(user_id=user_id)
+    if team_id is not None:
+        return sessions.filter(team_id=team_id)
+    return sessions.filter(team__isnull=True) if personal else sessions
+
+
 def unaccounted_running_seconds(
     now: datetime, *, user_id: int | None, team_id: int | None, personal: bool = True
 ) -> float:
@@ -350,14 +361,11 @@ def unaccounted_running_seconds(
     yet), within this month: "left" is exact between two beats."""
     from apps.sessions.models import Session
 
-    sessions = Session.objects.filter(status__in=(*Session.RUNNING, Session.Status.STOPPING),
-                                      ready_at__isnull=False, workshop__isnull=True)  # fmt: skip
-    if user_id is not None:
-        sessions = sessions.filter(user_id=user_id)
-    if team_id is not None:
-        sessions = sessions.filter(team_id=team_id)
-    elif personal:
-        sessions = sessions.filter(team__isnull=True)
+    sessions = _owned(
+        Session.objects.filter(status__in=(*Session.RUNNING, Session.Status.STOPPING),
+                               ready_at__isnull=False, workshop__isnull=True),
+        user_id, team_id, personal,
+    )  # fmt: skip
     return sum(
         unaccounted(ready_at, cursor, now)
         for ready_at, cursor in sessions.values_list("ready_at", "accounted_until")
@@ -379,13 +387,8 @@ def running_totals(
     from apps.sessions.models import Session
 
     # a workshop's seats count as its reservation (quotas.services), not one by one
-    sessions = Session.objects.filter(status__in=Session.ACTIVE, workshop__isnull=True)
-    if user_id is not None:
-        sessions = sessions.filter(user_id=user_id)
-    if team_id is not None:
-        sessions = sessions.filter(team_id=team_id)
-    elif personal:
-        sessions = sessions.filter(team__isnull=True)
+    sessions = _owned(Session.objects.filter(status__in=Session.ACTIVE, workshop__isnull=True),
+                      user_id, team_id, personal)  # fmt: skip
     row = sessions.aggregate(n=Count("pk"), cpu=Sum("cpu"), memory=Sum("memory_bytes"))
     return int(row["n"] or 0), float(row["cpu"] or 0.0), int(row["memory"] or 0)
 
