@@ -26,7 +26,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,98 +35,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from _common import PYTHON, ROOT, Stack, free_port, percentile, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-PYTHON = str(ROOT / ".venv" / "bin" / "python")
 TARGET_P50 = 3.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    sys.exit(f"timed out waiting for {what}")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
-class Stack:
-    """The portal's processes on free ports, with every directory under ``root``."""
-
-    def __init__(self, root: Path, git_host: str):
-        self.root = root
-        self.web = f"127.0.0.1:{free_port()}"
-        hub_public = free_port()
-        while True:  # the proxy's own API takes public port + 1
-            try:
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", hub_public + 1))
-                break
-            except OSError:
-                hub_public = free_port()
-        self.env = {
-            **os.environ,
-            "BINDERY_VAR_DIR": str(root / "var"),
-            "BINDERY_UV_CACHE_DIR": str(ROOT / "var" / "build" / "uv-cache"),
-            "BINDERY_UV_OFFLINE": "true",
-            "BINDERY_ALLOWED_GIT_HOSTS": git_host,
-            "BINDERY_HUB_BIND": f"127.0.0.1:{hub_public}",
-            "BINDERY_HUB_API_BIND": f"127.0.0.1:{free_port()}",
-            "BINDERY_SITE_URL": f"http://{self.web}",
-            "BINDERY_MAX_SESSIONS_PER_USER": "5",
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.env.pop("REDIS_URL", None)
-        self.env.pop("DATABASE_URL", None)
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def manage(self, *args: str) -> str:
-        done = subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=self.env,
-                              capture_output=True, text=True, check=True)  # fmt: skip
-        return done.stdout
-
-    def start(self) -> None:
-        self.manage("migrate", "-v", "0")
-        log = open(self.root / "stack.log", "wb")  # noqa: SIM115 - lives as long as the stack
-        for command in (
-            [PYTHON, "manage.py", "embedded_redis"],
-            [PYTHON, "manage.py", "runhub"],
-            [str(ROOT / ".venv/bin/daphne"), "-b", "127.0.0.1", "-p", self.web.split(":")[1],
-             "portal.asgi:application"],
-            [str(ROOT / ".venv/bin/celery"), "-A", "portal", "worker", "--concurrency=2",
-             "--without-mingle", "--without-gossip", "--loglevel=WARNING"],
-        ):  # fmt: skip
-            self.processes.append(subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log,
-                                                   stderr=subprocess.STDOUT,
-                                                   start_new_session=True))  # fmt: skip
-        wait_until(lambda: requests.get(f"http://{self.web}/health", timeout=2).ok, 90,
-                   "the portal's /health")  # fmt: skip
-
-    def stop(self) -> None:
-        for process in reversed(self.processes):
-            os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
 
 
 def portal_launch(web: str, token: str, repo_url: str) -> tuple[float, dict[str, Any]]:

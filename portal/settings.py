@@ -172,9 +172,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 else:
     # Tests run workers in threads: connections closed after each task leave none behind.
+    # The web process (ASGI) runs sync code on a pool of threads, event streams hold some
+    # for minutes, and each thread would keep a connection of its own: a room of 30 joining
+    # at once ran PostgreSQL out of connections. It closes them after each request instead.
     DATABASES["default"]["CONN_MAX_AGE"] = (
-        0 if TESTING else env.int("DATABASE_CONN_MAX_AGE", default=60)
-    )
+        0 if TESTING
+        else env.int("DATABASE_CONN_MAX_AGE_WEB", default=0) if os.environ.get("BINDERY_ASGI")
+        else env.int("DATABASE_CONN_MAX_AGE", default=60)
+    )  # fmt: skip
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 # --- Redis: broker, channel layer, cache -------------------------------------------------
@@ -569,6 +574,9 @@ BINDERY_SESSION_MEMORY_MAX = env.str("BINDERY_SESSION_MEMORY_MAX", default="")
 BINDERY_WORKSHOP_WARM_LEAD = env.int("BINDERY_WORKSHOP_WARM_LEAD", default=900)
 BINDERY_WORKSHOP_WARM_MAX = env.int("BINDERY_WORKSHOP_WARM_MAX", default=20)
 BINDERY_WORKSHOP_WARM_STARTS = env.int("BINDERY_WORKSHOP_WARM_STARTS", default=4)
+# An unclaimed warm server older than this (seconds) is replaced by a fresh one, so that a
+# server handed over late still has its whole session (age and token) ahead of it.
+BINDERY_WORKSHOP_WARM_RECYCLE = env.int("BINDERY_WORKSHOP_WARM_RECYCLE", default=3600)
 BINDERY_WORKSHOP_CLOSE_WARNING = env.int("BINDERY_WORKSHOP_CLOSE_WARNING", default=10)
 BINDERY_WORKSHOP_GUEST_RETENTION = env.int("BINDERY_WORKSHOP_GUEST_RETENTION", default=86400)
 # Who may create workshops: "any" signed-in user, or "staff" (team admins always may, for

@@ -36,3 +36,13 @@ def raw_path_spec(request: Any, prefix: str, decoded: str) -> str:
     if text.startswith(prefix):
         return text[len(prefix) :]
     return decoded
+
+
+def advisory_xact_lock(key: str) -> None:
+    """Hold a PostgreSQL advisory lock on ``key`` until the current transaction ends (call
+    it inside ``transaction.atomic``). A no-op on SQLite, which serialises writers anyway."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [key])

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
@@ -37,6 +37,7 @@ from apps.quotas.models import Quota, UsageRecord
 from apps.teams.models import Membership, Team
 from apps.teams.services import require_manager
 from portal.errors import BinderyError, InvalidInput, NotFound, PermissionDenied
+from portal.utils import advisory_xact_lock
 
 
 class QuotaExceeded(BinderyError):
@@ -444,10 +445,8 @@ def _lock(user: User | None, team: Team | None, anonymous_owner: str = "") -> No
         Team.objects.select_for_update().filter(pk=team.pk).first()
     if user is not None:
         User.objects.select_for_update().filter(pk=user.pk).first()
-    elif anonymous_owner and connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
-                           [f"bindery-anonymous:{anonymous_owner}"])  # fmt: skip
+    elif anonymous_owner:
+        advisory_xact_lock(f"bindery-anonymous:{anonymous_owner}")
 
 
 def admit(

@@ -96,6 +96,9 @@ class Session(models.Model):
     stopped_at = models.DateTimeField(null=True, blank=True)
     last_activity = models.DateTimeField(null=True, blank=True)
     keepalive_at = models.DateTimeField(null=True, blank=True)
+    # A server started ahead of its owner (a workshop's warm seat) became theirs here: its
+    # age counts from then.
+    handed_over_at = models.DateTimeField(null=True, blank=True)
     events_size = models.PositiveIntegerField(default=0)
     # The usage ledger holds this session's running time up to here (apps.quotas.ledger).
     accounted_until = models.DateTimeField(null=True, blank=True)

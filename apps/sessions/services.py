@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import posixpath
 import re
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from apps.sessions.backends import get_session_backend
 from apps.sessions.backends.base import Mount, ServerSpec, SizeKind, VolumeRef
 from apps.sessions.events import add_event
 from apps.sessions.models import Session, Volume
+from apps.sessions.signals import session_ready
 from apps.teams.models import Team
 from portal import crypto
 from portal.errors import BackendError, BinderyError, Conflict, InvalidInput
@@ -131,6 +133,24 @@ def _stays_inside(prefix: str, path: str) -> bool:
     """Whether ``prefix + path``, resolved as a browser would, is still under ``prefix``."""
     resolved = posixpath.normpath(prefix + path)
     return (resolved + "/").startswith(prefix)
+
+
+# A server started ahead of its owner (a workshop's warm seat) has a hub user of its own,
+# removed with the server; users are u<id>, visitors anon-<owner>.
+WARM_HUB_USER = re.compile(r"w[0-9]+-[0-9a-f]{8}")
+
+
+def warm_hub_user(workshop_id: int) -> str:
+    return f"w{workshop_id}-{secrets.token_hex(4)}"
+
+
+def _forget_warm_user(client: hubapi.HubClient, session: Session) -> None:
+    if not WARM_HUB_USER.fullmatch(session.hub_user):
+        return
+    try:
+        client.delete_user(session.hub_user)
+    except (hubapi.HubError, hubapi.HubUnavailable) as exc:
+        log.info("hub user %s of session %s not removed: %s", session.hub_user, session.pk, exc)
 
 
 def hub_user_for(user: User | None, anonymous_owner: str = "") -> str:
@@ -338,7 +358,7 @@ def start_on_hub(session_id: int) -> str | None:
         if client.server_status(session.hub_user, session.server_name) != "ready":
             raise LaunchFailed("The server stopped while starting.")
         token, token_id = client.create_server_token(
-            session.hub_user, session.server_name, expires_in=settings.BINDERY_MAX_AGE + 3600
+            session.hub_user, session.server_name, expires_in=_token_lifetime(session)
         )
     except BinderyError as exc:
         _cleanup_failed_launch(client, session)
@@ -357,7 +377,16 @@ def start_on_hub(session_id: int) -> str | None:
         row.save(update_fields=["url", "token_encrypted", "token_id", "status", "ready_at",
                                 "last_activity"])  # fmt: skip
         add_event(row, "ready", "Your server is ready; opening it.")
+        transaction.on_commit(partial(session_ready.send, sender=Session, session_id=row.pk))
     return Session.Status.READY
+
+
+def _token_lifetime(session: Session) -> int:
+    """Seconds the server's token lives: the longest the session may, and an hour. A
+    workshop's server may wait up to BINDERY_WORKSHOP_WARM_RECYCLE for its attendee first
+    (its age then counts from the handover)."""
+    wait = settings.BINDERY_WORKSHOP_WARM_RECYCLE if session.workshop_id else 0
+    return settings.BINDERY_MAX_AGE + wait + 3600
 
 
 def _mark_used(build_id: int, result: dict[str, Any]) -> None:
@@ -486,6 +515,7 @@ def stop_on_hub(session_id: int) -> str | None:
             client.revoke_token(session.hub_user, session.token_id)
         except hubapi.HubError as exc:
             log.info("token of session %s already gone: %s", session_id, exc)
+    _forget_warm_user(client, session)
     _finish_stopped(session_id, "stopped", "The session stopped.")
     return Session.Status.STOPPED
 
@@ -551,7 +581,7 @@ def cull_sessions(now: datetime | None = None) -> list[int]:
         workshop__isnull=False, seat__isnull=True
     ):
         seen = max(t for t in (session.last_activity, session.keepalive_at, session.ready_at) if t)
-        if now - session.created_at > max_age:
+        if now - (session.handed_over_at or session.created_at) > max_age:
             request_stop(session, "The session reached its maximum age and was stopped.")
         elif now - seen > idle:
             request_stop(session, "The session was idle and was stopped to free its place.")
@@ -595,6 +625,7 @@ def reconcile(now: datetime | None = None) -> dict[str, list[Any]]:
             _enqueue_stop(session.pk)
             report["retried"].append(session.pk)
         elif session.status == Session.Status.READY and not running:
+            _forget_warm_user(hubapi.HubClient(), session)
             _finish_stopped(
                 session.pk, "stopped", "The server stopped on its own (it exited or was killed)."
             )

@@ -38,6 +38,7 @@ from portal.errors import (
     PermissionDenied,
     invalid_field,
 )
+from portal.utils import advisory_xact_lock
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ def create_workshop(
     for _ in range(10):
         try:
             with transaction.atomic():
-                return Workshop.objects.create(
+                workshop = Workshop.objects.create(
                     title=title, owner=actor, team=team, provider=resolved.provider,
                     spec=resolved.persistent_spec.partition("/")[2][:1000],
                     repo_url=resolved.repo_url[:1000], ref=(ref or "HEAD")[:255],
@@ -212,6 +213,9 @@ def create_workshop(
                 )  # fmt: skip
         except IntegrityError:  # the code is taken: draw again
             continue
+        if build.status == Build.Status.READY:  # reused: no build_finished will come
+            transaction.on_commit(_enqueue_tend)
+        return workshop
     raise RuntimeError("could not draw a free workshop code")
 
 
@@ -466,8 +470,9 @@ def _seat_server(
         warm.anonymous_owner = "" if user is not None else guest_owner
         # the idle clock starts at the handover: the pool's wait is not the attendee's idling
         # (keepalive_at, as refresh_activity overwrites last_activity with the hub's older one)
-        warm.keepalive_at = timezone.now()
-        warm.save(update_fields=["user", "anonymous_owner", "keepalive_at"])
+        # and its age (the site's maximum) from the handover too
+        warm.keepalive_at = warm.handed_over_at = timezone.now()
+        warm.save(update_fields=["user", "anonymous_owner", "keepalive_at", "handed_over_at"])
         add_event(warm, "ready" if warm.status == Session.Status.READY else "launching",
                   f"Your seat in “{workshop.title}” is ready: opening it.")  # fmt: skip
         return warm, True
@@ -563,10 +568,6 @@ def stop_all(actor: User, workshop: Workshop) -> int:
 # --- tending (beat, and after every join) ---------------------------------------------------
 
 
-def _hub_user_for_warm(workshop: Workshop) -> str:
-    return f"w{workshop.pk}-{secrets.token_hex(4)}"
-
-
 def warm_pool_target(workshop: Workshop, now: datetime) -> int:
     """How many unclaimed servers the workshop should have ready now: one per seat still
     free, from the lead time before opening until it closes; none when attendees' volumes are
@@ -585,6 +586,14 @@ def fill_warm_pools(now: datetime | None = None) -> dict[int, int]:
     ``BINDERY_WORKSHOP_WARM_STARTS`` starting at once. Stops warm servers of an environment
     the workshop no longer uses. Returns {workshop id: servers started now}."""
     now = now or timezone.now()
+    with transaction.atomic():
+        # one filler at a time (beat's round and the refills after joins run at once): the
+        # budget is counted and spent under the lock
+        advisory_xact_lock("bindery-warm-pools")
+        return _fill_warm_pools(now)
+
+
+def _fill_warm_pools(now: datetime) -> dict[int, int]:
     started: dict[int, int] = {}
     candidates = list(
         Workshop.objects.filter(closed_at__isnull=True, closes_at__gt=now,
@@ -597,6 +606,9 @@ def fill_warm_pools(now: datetime | None = None) -> dict[int, int]:
                                        status__in=Session.ACTIVE)  # fmt: skip
     for stale in unclaimed.exclude(workshop__build_id=F("build_id")):
         _stop(stale, "The workshop's environment changed; this warm server was replaced.")
+    recycle = now - timedelta(seconds=settings.BINDERY_WORKSHOP_WARM_RECYCLE)
+    for old in unclaimed.filter(status=Session.Status.READY, ready_at__lt=recycle):
+        _stop(old, "This warm server waited too long for an attendee; a fresh one replaces it.")
     budget = settings.BINDERY_WORKSHOP_WARM_MAX - unclaimed.filter(
         status__in=(Session.Status.LAUNCHING, Session.Status.READY, Session.Status.BUILDING,
                     Session.Status.PENDING)).count()  # fmt: skip
@@ -630,7 +642,7 @@ def _start_warm(workshop: Workshop) -> Session:
         owner = f"warm-{secrets.token_hex(12)}"
         return sessions.open_session(
             workshop.build, user=None, anonymous_owner=owner, team=None,
-            hub_user=_hub_user_for_warm(workshop), urlpath=workshop.urlpath,
+            hub_user=sessions.warm_hub_user(workshop.pk), urlpath=workshop.urlpath,
             memory_bytes=memory, max_processes=settings.BINDERY_SESSION_PROCESSES, cpu=cpu,
             workshop_id=workshop.pk,
         )  # fmt: skip
@@ -696,6 +708,12 @@ def time_left(workshop: Workshop, seat: Seat | None = None, now: datetime | None
     if seat is not None and seat.ends_at is not None:
         end = min(end, seat.ends_at)
     return max(0, int((end - now).total_seconds()))
+
+
+def warm_server_ready(session_id: int) -> None:
+    """A warm server became ready: one fewer is starting, so the pool may start another."""
+    if Session.objects.filter(pk=session_id, workshop__isnull=False, seat__isnull=True).exists():
+        _enqueue_tend()
 
 
 def build_ended(build_id: int) -> None:

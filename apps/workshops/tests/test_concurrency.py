@@ -121,3 +121,25 @@ def test_fifty_join_thirty_seats_at_once(git_host, settings, pool):
         assert set(sessions.values_list("status", flat=True)) == {"launching"}
     print(f"\n{pool}: {PEOPLE} joins for {SEATS} seats in {elapsed:.2f} s "
           f"({codes[201]} seated, {codes[409]} full, {len(handed)} warm)")  # fmt: skip
+
+
+def test_fillers_at_once_never_start_more_than_the_machine_holds(git_host, settings):
+    """Beat's round and the refills queued by joins run fill_warm_pools at the same time:
+    under the pool's lock they start BINDERY_WORKSHOP_WARM_MAX servers in all, not each."""
+    settings.BINDERY_WORKSHOP_WARM_MAX = 6
+    settings.BINDERY_WORKSHOP_WARM_STARTS = SEATS
+    w = _open_workshop(git_host)
+    fillers = 8
+    barrier = threading.Barrier(fillers)
+
+    def fill(_: int) -> int:
+        try:
+            barrier.wait(timeout=30)
+            return sum(services.fill_warm_pools().values())
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=fillers) as pool:
+        started = list(pool.map(fill, range(fillers)))
+    assert sum(started) == 6 and max(started) == 6, started  # one filler did it all
+    assert Session.objects.filter(workshop=w, seat__isnull=True).count() == 6
