@@ -132,7 +132,9 @@ def roster_payload(workshop_id: int) -> dict[str, Any]:
 
 def window(workshop: Workshop) -> dict[str, str]:
     """When it opens and closes, as people read it, in the workshop's time zone."""
-    opens, closes = local(workshop, workshop.opens_at), local(workshop, workshop.closes_at)
+    # closed early: it ended when the instructor closed it, not when it was meant to
+    ended = min(workshop.closes_at, workshop.closed_at or workshop.closes_at)
+    opens, closes = local(workshop, workshop.opens_at), local(workshop, ended)
     same_day = opens.date() == closes.date()
     return {
         "opens": f"{opens:%H:%M} on {opens:%a %-d %b %Y}",

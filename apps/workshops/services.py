@@ -438,8 +438,10 @@ def join(code: str, *, user: User | None = None, name: str = "", guest_owner: st
         if seat is None:
             taken = seats.count()
             if taken >= workshop.seats:
-                raise WorkshopFull(f"All {workshop.seats} seats of “{workshop.title}” are taken.",
-                                   seats=workshop.seats)  # fmt: skip
+                title, n = workshop.title, workshop.seats
+                message = (f"The only seat of “{title}” is taken." if n == 1
+                           else f"All {n} seats of “{title}” are taken.")  # fmt: skip
+                raise WorkshopFull(message, seats=n)
             seat = Seat.objects.create(workshop=workshop, user=user, guest_digest=digest,
                                        name=display)  # fmt: skip
         if seat.session is not None and not seat.session.is_terminal:

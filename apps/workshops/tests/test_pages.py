@@ -322,7 +322,7 @@ def test_a_full_workshop_says_so_and_the_seated_keep_their_seat(client, instruct
     late = Client()
     response = late.get(join_url(w))
     assert response.status_code == 409
-    assert "All 1 seats are taken" in response.content.decode()
+    assert "Its only seat is taken" in response.content.decode()
     assert "ask your instructor" in response.content.decode().lower()
     assert guest_joins(late, w, "Late").status_code == 409
     assert Seat.objects.count() == 1
