@@ -245,8 +245,18 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Backstops for a prefork worker (deploy/); the threads pool (the Procfile's) enforces no time
+# limit: each task bounds its own waits (the builder's BINDERY_BUILD_TIMEOUT, the launch's
+# deadline, the hub client's timeouts) and beat's reapers fail what a lost worker left.
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
+# Tasks at once in a worker started without --concurrency (the Procfile's: one process, tasks
+# in threads). They mostly wait on the hub, git and uv subprocesses, so a thread each costs
+# next to nothing and launches do not queue behind a few slots: 4 per CPU, 16 to 64 (each
+# busy thread holds a database connection).
+CELERY_WORKER_CONCURRENCY = int(
+    env.str("BINDERY_WORKER_CONCURRENCY", default="") or min(64, max(16, 4 * (os.cpu_count() or 1)))
+)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "reap-stale-builds": {"task": "apps.builds.tasks.reap_stale_builds", "schedule": 60.0},
@@ -257,6 +267,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "clean-build-pods": {"task": "apps.builds.tasks.clean_build_pods", "schedule": 300.0},
     "account-usage": {"task": "apps.quotas.tasks.account_usage", "schedule": 60.0},
     "tend-workshops": {"task": "apps.workshops.tasks.tend_workshops", "schedule": 15.0},
+    "fill-hot-pool": {"task": "apps.sessions.tasks.fill_hot_pool", "schedule": 15.0},
     "measure-storage": {
         "task": "apps.quotas.tasks.measure_storage",
         "schedule": float(env.int("BINDERY_STORAGE_MEASURE_INTERVAL", default=900)),
@@ -456,6 +467,9 @@ BINDERY_PROVIDER_URLS: dict[str, str] = {
     **env.json("BINDERY_PROVIDER_URLS", default={}),
 }
 BINDERY_GIT_TIMEOUT = env.int("BINDERY_GIT_TIMEOUT", default=60)
+# Seconds a public repository's ref stays resolved (git ls-remote's answer, shared by every
+# launch); a push is seen at most this long after. 0: ask the host at every launch.
+BINDERY_REF_CACHE_SECONDS = env.int("BINDERY_REF_CACHE_SECONDS", default=10)
 
 # --- Builds -------------------------------------------------------------------------------
 BINDERY_BUILD_TIMEOUT = env.int("BINDERY_BUILD_TIMEOUT", default=20 * 60)
@@ -574,6 +588,17 @@ BINDERY_SESSION_MEMORY_MAX = env.str("BINDERY_SESSION_MEMORY_MAX", default="")
 BINDERY_WORKSHOP_WARM_LEAD = env.int("BINDERY_WORKSHOP_WARM_LEAD", default=900)
 BINDERY_WORKSHOP_WARM_MAX = env.int("BINDERY_WORKSHOP_WARM_MAX", default=20)
 BINDERY_WORKSHOP_WARM_STARTS = env.int("BINDERY_WORKSHOP_WARM_STARTS", default=4)
+# Hot servers (apps.sessions.hot): ready servers of the environments visitors launched most
+# in the last BINDERY_HOT_WINDOW seconds (at least BINDERY_HOT_MIN_LAUNCHES times), handed to
+# the next visitor who launches one, so that a launch is a handover. At most this many, their
+# memory limits at most BINDERY_HOT_MEMORY in all; one unclaimed for BINDERY_HOT_IDLE
+# seconds is stopped (and replaced while its environment stays among the most launched).
+# 0 servers: none.
+BINDERY_HOT_SERVERS = env.int("BINDERY_HOT_SERVERS", default=2)
+BINDERY_HOT_MEMORY = env.str("BINDERY_HOT_MEMORY", default="4G")
+BINDERY_HOT_IDLE = env.int("BINDERY_HOT_IDLE", default=1800)
+BINDERY_HOT_WINDOW = env.int("BINDERY_HOT_WINDOW", default=86400)
+BINDERY_HOT_MIN_LAUNCHES = env.int("BINDERY_HOT_MIN_LAUNCHES", default=2)
 # An unclaimed warm server older than this (seconds) is replaced by a fresh one, so that a
 # server handed over late still has its whole session (age and token) ahead of it.
 BINDERY_WORKSHOP_WARM_RECYCLE = env.int("BINDERY_WORKSHOP_WARM_RECYCLE", default=3600)

@@ -96,8 +96,11 @@ class Session(models.Model):
     stopped_at = models.DateTimeField(null=True, blank=True)
     last_activity = models.DateTimeField(null=True, blank=True)
     keepalive_at = models.DateTimeField(null=True, blank=True)
-    # A server started ahead of its owner (a workshop's warm seat) became theirs here: its
-    # age counts from then.
+    # A hot server (apps.sessions.hot): started ahead for whoever launches its environment
+    # next, not anyone's yet.
+    spare = models.BooleanField(default=False)
+    # A server started ahead of its owner (a workshop's warm seat, a hot server) became
+    # theirs here: its age counts from then.
     handed_over_at = models.DateTimeField(null=True, blank=True)
     events_size = models.PositiveIntegerField(default=0)
     # The usage ledger holds this session's running time up to here (apps.quotas.ledger).

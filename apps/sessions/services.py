@@ -135,13 +135,18 @@ def _stays_inside(prefix: str, path: str) -> bool:
     return (resolved + "/").startswith(prefix)
 
 
-# A server started ahead of its owner (a workshop's warm seat) has a hub user of its own,
-# removed with the server; users are u<id>, visitors anon-<owner>.
-WARM_HUB_USER = re.compile(r"w[0-9]+-[0-9a-f]{8}")
+# A server started ahead of its owner (a workshop's warm seat w<workshop>-…, a hot server
+# h<build>-…) has a hub user of its own, removed with the server; users are u<id>,
+# visitors anon-<owner>.
+WARM_HUB_USER = re.compile(r"[wh][0-9]+-[0-9a-f]{8}")
 
 
 def warm_hub_user(workshop_id: int) -> str:
     return f"w{workshop_id}-{secrets.token_hex(4)}"
+
+
+def hot_hub_user(build_id: int) -> str:
+    return f"h{build_id}-{secrets.token_hex(4)}"
 
 
 def _forget_warm_user(client: hubapi.HubClient, session: Session) -> None:
@@ -188,6 +193,13 @@ def launch(
         requested: BuildRequested = request_build(
             resolved, user, team=team, credential=credential, checked=checked
         )
+        if user is None and team is None:  # a visitor's launch mounts nothing: a hot server?
+            from apps.sessions import hot
+
+            taken = hot.take(requested.build, admission, anonymous_owner=anonymous_owner,
+                             urlpath=urlpath)  # fmt: skip
+            if taken is not None:
+                return taken
         session = open_session(
             requested.build, user=user, anonymous_owner=anonymous_owner if user is None else "",
             team=team, hub_user=hub_user_for(user, anonymous_owner), urlpath=urlpath,
@@ -209,9 +221,11 @@ def open_session(
     max_processes: int,
     cpu: float | None,
     workshop_id: int | None = None,
+    spare: bool = False,
 ) -> Session:
     """The session row of an admitted launch, in the caller's transaction: launching now
-    (the server starts on commit) when ``build`` is ready, else waiting for it."""
+    (the server starts on commit) when ``build`` is ready, else waiting for it. ``spare``:
+    a hot server, started for whoever launches the environment next (apps.sessions.hot)."""
     ready = build.status == Build.Status.READY
     session = Session.objects.create(
         user=user,
@@ -228,6 +242,7 @@ def open_session(
         cpu=cpu,
         environment_key=build.environment_key,
         workshop_id=workshop_id,
+        spare=spare,
     )
     label = name_for_resolved(build.resolved).label
     if ready:
@@ -383,9 +398,12 @@ def start_on_hub(session_id: int) -> str | None:
 
 def _token_lifetime(session: Session) -> int:
     """Seconds the server's token lives: the longest the session may, and an hour. A
-    workshop's server may wait up to BINDERY_WORKSHOP_WARM_RECYCLE for its attendee first
-    (its age then counts from the handover)."""
-    wait = settings.BINDERY_WORKSHOP_WARM_RECYCLE if session.workshop_id else 0
+    workshop's server may wait up to BINDERY_WORKSHOP_WARM_RECYCLE for its attendee first, a
+    hot server BINDERY_HOT_IDLE for its visitor (its age then counts from the handover)."""
+    wait = (
+        settings.BINDERY_WORKSHOP_WARM_RECYCLE if session.workshop_id
+        else settings.BINDERY_HOT_IDLE if session.spare else 0
+    )  # fmt: skip
     return settings.BINDERY_MAX_AGE + wait + 3600
 
 
@@ -576,10 +594,12 @@ def cull_sessions(now: datetime | None = None) -> list[int]:
     idle = timedelta(seconds=settings.BINDERY_IDLE_TIMEOUT)
     max_age = timedelta(seconds=settings.BINDERY_MAX_AGE)
     stopped = []
-    # a workshop's warm server waits for its attendee: not idle, and the workshop ends it
-    for session in Session.objects.filter(status=Session.Status.READY).exclude(
-        workshop__isnull=False, seat__isnull=True
-    ):
+    # a workshop's warm server waits for its attendee, a hot server for its visitor: not
+    # idle, and the workshop's tending or the hot pool's recycles them
+    for session in (
+        Session.objects.filter(status=Session.Status.READY, spare=False)
+        .exclude(workshop__isnull=False, seat__isnull=True)
+    ):  # fmt: skip
         seen = max(t for t in (session.last_activity, session.keepalive_at, session.ready_at) if t)
         if now - (session.handed_over_at or session.created_at) > max_age:
             request_stop(session, "The session reached its maximum age and was stopped.")

@@ -43,3 +43,11 @@ def cull_sessions() -> list[int]:
 def reconcile_sessions() -> dict[str, list[Any]]:
     """Make the portal's sessions agree with the servers the hub runs."""
     return services.reconcile()
+
+
+@shared_task(acks_late=True, soft_time_limit=50, time_limit=60)
+def fill_hot_pool() -> dict[str, Any]:
+    """Keep ready servers for the environments visitors launch most (apps.sessions.hot)."""
+    from apps.sessions import hot
+
+    return hot.fill()

@@ -13,6 +13,11 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AddField(
             model_name="session",
+            name="spare",
+            field=models.BooleanField(default=False),
+        ),
+        migrations.AddField(
+            model_name="session",
             name="handed_over_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
