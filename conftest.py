@@ -68,6 +68,8 @@ def _fast_test_settings(settings: Any) -> None:
     settings.BINDERY_MAX_BUILDS_PER_PERSON = 50
     # Every test client is 127.0.0.1: the join throttle has a test of its own.
     settings.BINDERY_WORKSHOP_JOIN_RATE = ""
+    # Tests push and resolve again at once: the ref cache has tests of its own.
+    settings.BINDERY_REF_CACHE_SECONDS = 0
 
 
 @pytest.fixture

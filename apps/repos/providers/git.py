@@ -13,15 +13,22 @@ a branch or tag resolves to its commit, annotated tags peeled. Ambiguous names f
 git's own order: an exact ``refs/...`` name, then ``refs/tags/<ref>``, then
 ``refs/heads/<ref>``. The anonymous attempt comes first, so a public repository never
 depends on (or is marked as needing) anyone's credential.
+
+What the anonymous attempt finds is kept for ``BINDERY_REF_CACHE_SECONDS`` (10 s; 0: never):
+a room launching the same repository asks the host once, and a push is seen at most that
+long after. Only public answers are kept (anyone could have had them); a credential's never.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from django.conf import settings
+from django.core.cache import cache
 
 from apps.repos.errors import (
     ProviderBadResponse,
@@ -50,6 +57,8 @@ from apps.repos.validation import (
     validate_ref,
 )
 from portal.errors import BackendError
+
+log = logging.getLogger(__name__)
 
 _NOT_READABLE = (
     "not found",
@@ -85,6 +94,9 @@ def ls_remote(
     Runs ``git ls-remote -- <url> <patterns>`` anonymously first, then with each of
     ``credentials`` for the URL's host, pinned to the addresses ``check_host`` validated.
     """
+    cached = _cached(url, ref)
+    if cached:
+        return cached, None
     check = check_host(url)
     config = git_pin_config(url, check)
     if ref == "HEAD" or is_full_sha(ref):
@@ -105,10 +117,36 @@ def ls_remote(
         except BackendError as exc:
             _raise_unless_unreadable(exc, url)
             continue
-        if is_full_sha(ref):
-            return ref.lower(), credential
-        return _select(output, ref), credential
+        sha = ref.lower() if is_full_sha(ref) else _select(output, ref)
+        if credential is None:
+            _keep(url, ref, sha)
+        return sha, credential
     raise RepoNotFoundOrPrivate()
+
+
+def _cache_key(url: HttpUrl, ref: str) -> str:
+    digest = hashlib.sha256(f"{url.url}\0{ref}".encode()).hexdigest()
+    return f"git-ref:{digest}"
+
+
+def _cached(url: HttpUrl, ref: str) -> str:
+    if settings.BINDERY_REF_CACHE_SECONDS <= 0:
+        return ""
+    try:
+        found = cache.get(_cache_key(url, ref))
+    except Exception:  # the cache is a shortcut: without Redis, ask the host
+        log.warning("ref cache unavailable", exc_info=True)
+        return ""
+    return found if isinstance(found, str) and is_full_sha(found) else ""
+
+
+def _keep(url: HttpUrl, ref: str, sha: str) -> None:
+    if settings.BINDERY_REF_CACHE_SECONDS <= 0:
+        return
+    try:
+        cache.set(_cache_key(url, ref), sha, settings.BINDERY_REF_CACHE_SECONDS)
+    except Exception:
+        log.warning("ref cache unavailable", exc_info=True)
 
 
 def _raise_unless_unreadable(exc: BackendError, url: HttpUrl) -> None:
