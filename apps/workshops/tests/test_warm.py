@@ -37,7 +37,7 @@ def queued(task: str) -> int:
 
 @pytest.fixture
 def owner() -> Any:
-    user = UserFactory()
+    user: Any = UserFactory()
     Quota.objects.create(scope="user", user=user, values={"sessions": 30})
     return user
 
@@ -73,7 +73,7 @@ def test_a_server_handed_over_late_ages_from_the_handover(owner, repo, settings)
     session = Session.objects.get(pk=joined.session.pk)
     assert session.handed_over_at is not None and session.handed_over_at > long_ago
     # culling sees a fresh session; an ordinary one of the same age is stopped (control)
-    control = Session.objects.get(pk=unclaimed(w).first().pk)  # type: ignore[union-attr]
+    control = Session.objects.get(pk=unclaimed(w).first().pk)
     control.workshop = None
     control.save(update_fields=["workshop"])
     assert sessions.cull_sessions() == [control.pk]
