@@ -11,8 +11,14 @@ from apps.sessions.models import Session, Volume
 from apps.sessions.services import session_memory_used, volume_offer
 from apps.teams.api.serializers import MemberUserSerializer
 
+# A number no other part of a URL holds: where a link's id goes (SessionSerializer._link).
+_MARK = 918273645546372819
+
 
 class SessionSerializer(serializers.ModelSerializer):
+    """A session. Lists read only the columns this shows (selectors.listed): a field that
+    reads another column needs it added there."""
+
     phase = serializers.SerializerMethodField(help_text="mybinder phase of the launch.")
     idle_seconds = serializers.SerializerMethodField()
     launch_seconds = serializers.FloatField(allow_null=True)
@@ -57,12 +63,22 @@ class SessionSerializer(serializers.ModelSerializer):
 
     def get_links(self, session: Session) -> dict[str, str]:
         return {
-            "page": reverse("session-launch", args=[session.pk]),
-            "open": reverse("session-open", args=[session.pk]),
-            "events": reverse("api-session-events", args=[session.pk]),
+            "page": self._link("session-launch", session.pk),
+            "open": self._link("session-open", session.pk),
+            "events": self._link("api-session-events", session.pk),
             "websocket": f"/ws/launches/{session.pk}/",
-            "build": reverse("api-build", args=[session.build_id]),
+            "build": self._link("api-build", session.build_id),
         }
+
+    def _link(self, name: str, pk: int) -> str:
+        """``reverse(name, args=[pk])``, reversed once per serializer (the rows of a list
+        share theirs): four reverse() calls were the costliest part of a row."""
+        templates: dict[str, tuple[str, str]] = self.__dict__.setdefault("_link_templates", {})
+        if name not in templates:
+            head, mark, tail = reverse(name, args=[_MARK]).partition(str(_MARK))
+            templates[name] = (head, tail) if mark else ("", "")
+        head, tail = templates[name]
+        return f"{head}{pk}{tail}" if head else reverse(name, args=[pk])
 
 
 class TeamSessionSerializer(SessionSerializer):
@@ -129,7 +145,8 @@ class VolumeSerializer(serializers.ModelSerializer):
     def get_in_use(self, volume: Volume) -> bool:
         from apps.sessions.selectors import volume_in_use
 
-        return volume_in_use(volume)
+        annotated = getattr(volume, "in_use_now", None)  # volumes_for's, read with the rows
+        return bool(annotated) if annotated is not None else volume_in_use(volume)
 
     @extend_schema_field(serializers.ChoiceField(choices=["used", "capacity"]))
     def get_size_kind(self, volume: Volume) -> str:

@@ -34,7 +34,7 @@ class SessionListView(APIView):
         summary="My sessions, newest first",
     )
     def get(self, request: Request) -> Response:
-        sessions = selectors.sessions_for(request.user).select_related("build", "team")
+        sessions = selectors.listed(selectors.sessions_for(request.user))
         if request.query_params.get("active") in ("1", "true"):
             sessions = sessions.filter(status__in=Session.ACTIVE)
         paginator = Pagination()
@@ -89,6 +89,7 @@ class TeamSessionListView(APIView):
         actor = get_membership_for_user(current_user(request), slug)
         active_only = request.query_params.get("active") in ("1", "true")
         sessions = selectors.team_sessions_for(actor, active_only=active_only)
+        sessions = selectors.listed(sessions, with_user=True)
         paginator = Pagination()
         page = paginator.paginate_queryset(sessions, request)
         return paginator.get_paginated_response(TeamSessionSerializer(page, many=True).data)
