@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from celery import shared_task
@@ -11,6 +12,8 @@ from apps.builds import services
 
 # The builder enforces BINDERY_BUILD_TIMEOUT itself; these limits are the backstop.
 _LIMIT = settings.BINDERY_BUILD_TIMEOUT
+_BUILDS = threading.BoundedSemaphore(max(1, settings.BINDERY_BUILDS_AT_ONCE))
+_REQUEUE_SECONDS = 2
 
 
 @shared_task(
@@ -22,11 +25,21 @@ _LIMIT = settings.BINDERY_BUILD_TIMEOUT
     time_limit=_LIMIT + 120,
 )
 def run_build(self: Any, build_id: int) -> str | None:
-    """Build ``build_id``. Returns the final status, or None if there was nothing to do."""
+    """Build ``build_id``. Returns the final status, or None if there was nothing to do.
+
+    At most ``BINDERY_BUILDS_AT_ONCE`` run in a worker process at once: the worker's pool is
+    threads, sized for launches (which mostly wait), and a burst of builds must not take
+    every thread nor every core. A build past that is queued again (still pending) rather
+    than holding a thread while it waits."""
+    if not _BUILDS.acquire(blocking=False):
+        run_build.apply_async((build_id,), countdown=_REQUEUE_SECONDS)
+        return None
     try:
         return services.execute_build(build_id, worker=self.request.hostname or "worker")
     except services.TransientBuildError as exc:
         raise self.retry(exc=exc, countdown=15) from exc
+    finally:
+        _BUILDS.release()
 
 
 @shared_task(acks_late=True, soft_time_limit=100, time_limit=120)

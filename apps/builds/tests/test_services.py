@@ -159,3 +159,34 @@ def test_enqueue_failure_marks_build_failed(alice, public_repo, settings):
         services.enqueue_build(build.pk)
     build.refresh_from_db()
     assert (build.status, build.error_code) == ("failed", "QUEUE_UNAVAILABLE")
+
+
+def test_a_build_past_the_builds_at_once_waits_queued_not_on_a_thread(alice, public_repo,
+                                                                      monkeypatch):  # fmt: skip
+    """The worker's pool is threads: a build past BINDERY_BUILDS_AT_ONCE goes back to the
+    queue (the real broker, Redis, read here) and stays pending instead of holding one."""
+    import json
+
+    from django.conf import settings
+
+    from apps.builds import tasks
+    from portal.redis import get_redis
+
+    def queued() -> list[dict]:
+        key = f"{settings.REDIS_KEY_PREFIX}:celery:celery"
+        messages = [json.loads(m) for m in get_redis().lrange(key, 0, -1)]
+        return [m for m in messages if m["headers"]["task"] == "apps.builds.tasks.run_build"]
+
+    build = request(alice, public_repo).build
+    slots = threading.BoundedSemaphore(1)
+    monkeypatch.setattr(tasks, "_BUILDS", slots)
+    assert slots.acquire(blocking=False)  # the one slot is busy with another build
+    before = len(queued())
+    assert tasks.run_build.apply(args=(build.pk,)).get() is None
+    again = queued()
+    assert len(again) == before + 1 and again[0]["headers"]["eta"]  # later, not at once
+    build.refresh_from_db()
+    assert build.status == "pending" and build.attempts == 0
+    slots.release()  # and the slot is given back after a build, whatever its end
+    tasks.run_build.apply(args=(-1,))
+    assert slots.acquire(blocking=False)
