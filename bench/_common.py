@@ -5,7 +5,9 @@ on free loopback ports with every directory under one temporary root."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -180,3 +182,154 @@ def _stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+# --- a bare server from a built environment (bench/launch.py, bench/load.py) ---------------
+
+
+def built_environment(
+    stack: Stack, web: str, token: str, session: dict[str, Any]
+) -> tuple[Path, Path]:
+    """The environment directory and the repository checkout the build of ``session`` (an
+    API session of the user of ``token``) made, on the stack's disk."""
+    detail = requests.get(f"http://{web}/api/v1/builds/{session['build']}/",
+                          headers={"Authorization": f"token {token}"}, timeout=10)  # fmt: skip
+    detail.raise_for_status()
+    var = Path(stack.env["BINDERY_VAR_DIR"])
+    env_path = var / "build" / "envs" / detail.json()["environment_key"]
+    checkout = next(p for p in (var / "checkouts").glob("*/*") if p.is_dir())
+    return env_path, checkout
+
+
+def bare_command(env_path: Path, port: int, token: str) -> list[str]:
+    """``jupyter-server`` of ``env_path`` on 127.0.0.1:``port`` with ``token``: no hub, no
+    sandbox, no cgroups."""
+    server = env_path / "bin" / "jupyter-server"
+    head = [str(server)] if server.exists() else [str(env_path / "bin" / "jupyter"), "server"]
+    return [*head, "--no-browser", "--ip", "127.0.0.1", f"--port={port}",
+            f"--ServerApp.token={token}", "--allow-root"]  # fmt: skip
+
+
+def start_bare(
+    env_path: Path, cwd: Path, home: Path, log: Path
+) -> tuple[subprocess.Popen[bytes], str, str]:
+    """Spawn a bare server in ``cwd`` (``HOME`` = ``home``); returns it, its
+    ``/api/status`` URL and its token. Time it from just before this call."""
+    port, token = free_port(), os.urandom(16).hex()
+    env = {**os.environ, "HOME": str(home), "PATH": f"{env_path / 'bin'}:{os.environ['PATH']}"}
+    for name in ("VIRTUAL_ENV", "PYTHONPATH", "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR",
+                 "JUPYTER_RUNTIME_DIR", "DJANGO_SETTINGS_MODULE"):  # fmt: skip
+        env.pop(name, None)
+    with open(log, "ab") as out:
+        process = subprocess.Popen(bare_command(env_path, port, token), cwd=cwd, env=env,
+                                   stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # fmt: skip
+    return process, f"http://127.0.0.1:{port}/api/status", token
+
+
+def wait_bare(process: subprocess.Popen[bytes], status_url: str, token: str,
+              timeout: float = 120, every: float = 0.05) -> bool:  # fmt: skip
+    """Poll ``status_url`` with ``token`` until it answers 200 (True), the server exits or
+    ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    headers = {"Authorization": f"token {token}"}
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(status_url, headers=headers, timeout=5).status_code == 200:
+                return True
+        time.sleep(every)
+    return False
+
+
+def kill_bare(process: subprocess.Popen[bytes]) -> None:
+    """End a bare server (its process group): SIGTERM, then SIGKILL after 10 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+# --- launches through the portal's API, and what the stack's database says of them --------
+
+
+def api_launch(web: str, token: str, repo_url: str, timeout: float = 240) -> dict[str, Any]:
+    """``POST /api/v1/sessions/`` as the user of ``token``, then its event stream to
+    ``ready``. Returns ``session`` (the API's answer), ``elapsed`` (seconds, request →
+    ready seen), ``sent`` and ``seen`` (wall clock, for the database's timestamps) and
+    ``error`` ("" when ready); never raises for a failed launch."""
+    headers = {"Authorization": f"token {token}"}
+    out: dict[str, Any] = {"session": None, "elapsed": 0.0, "error": "", "sent": time.time()}
+    started = time.perf_counter()
+    try:
+        created = requests.post(f"http://{web}/api/v1/sessions/", json={"repo_url": repo_url},
+                                headers=headers, timeout=60)  # fmt: skip
+        if created.status_code != 201:
+            out["error"] = f"POST answered {created.status_code}: {created.text[:200]}"
+            return out
+        out["session"] = session = created.json()
+        with requests.get(f"http://{web}{session['links']['events']}", stream=True,
+                          timeout=timeout, headers={**headers, "Accept": "text/event-stream"},
+                          ) as stream:  # fmt: skip
+            for line in stream.iter_lines(decode_unicode=True):
+                if line and line.startswith("data: "):
+                    event = json.loads(line[6:])
+                    if event["phase"] == "ready":
+                        out["elapsed"], out["seen"] = time.perf_counter() - started, time.time()
+                        return out
+                    if event["phase"] == "failed":
+                        out["error"] = f"failed: {event['message'].strip()}"
+                        return out
+        out["error"] = "the event stream ended before ready"
+    except requests.RequestException as exc:
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def api_stop(web: str, token: str, session_id: int, wait: float = 120) -> bool:
+    """``DELETE /api/v1/sessions/<id>/``, then wait until it is stopped (or failed)."""
+    headers = {"Authorization": f"token {token}"}
+    url = f"http://{web}/api/v1/sessions/{session_id}/"
+    requests.delete(url, headers=headers, timeout=30)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        with contextlib.suppress(requests.RequestException):
+            status = requests.get(url, headers=headers, timeout=5).json()["status"]
+            if status in ("stopped", "failed"):
+                return True
+        time.sleep(0.2)
+    return False
+
+
+SESSION_ROWS = """
+import json
+from apps.sessions.models import Session
+rows = []
+for s in Session.objects.order_by("id").prefetch_related("events"):
+    stamp = lambda t: t.timestamp() if t else None
+    rows.append({"id": s.pk, "user": s.user_id, "anonymous": bool(s.anonymous_owner),
+                 "status": s.status, "created": stamp(s.created_at),
+                 "claimed": stamp(s.launch_started_at), "ready_at": stamp(s.ready_at),
+                 "handed": stamp(getattr(s, "handed_over_at", None)),
+                 "events": [[e.phase, e.message, stamp(e.created_at)] for e in s.events.all()]})
+print(json.dumps(rows))
+"""
+
+
+def session_rows(stack: Stack) -> dict[int, dict[str, Any]]:
+    """Every session of the stack's database with its events (one ``manage.py shell``):
+    ``{id: {created, claimed, ready_at, handed, events: [[phase, message, epoch s]]...}}``
+    (``handed``: when a kept-ready server was handed over, where the model has it)."""
+    out = stack.manage("shell", "-c", SESSION_ROWS).strip().splitlines()[-1]
+    return {row["id"]: row for row in json.loads(out)}
+
+
+def hub_listening_times(stack: Stack) -> list[float]:
+    """The spawner's "<server> is listening after N.NNs" figures from the stack's log."""
+    text = (stack.root / "stack.log").read_text(errors="replace")
+    return [float(m) for m in re.findall(r"is listening after ([0-9.]+)s", text)]
