@@ -561,7 +561,9 @@ BINDERY_MAX_SESSIONS_PER_USER = env.int("BINDERY_MAX_SESSIONS_PER_USER", default
 BINDERY_MAX_BUILDS_PER_USER = env.int("BINDERY_MAX_BUILDS_PER_USER", default=2)
 # Builds one worker process runs at once (more wait, pending, in the queue). Default: the
 # machine's cores, at least 2: a build is mostly uv and byte-compiling, which use a core each.
-BINDERY_BUILDS_AT_ONCE = env.int("BINDERY_BUILDS_AT_ONCE", default=max(2, os.cpu_count() or 1))
+BINDERY_BUILDS_AT_ONCE = int(
+    env.str("BINDERY_BUILDS_AT_ONCE", default="") or max(2, os.cpu_count() or 1)
+)
 BINDERY_MAX_SESSIONS_ANONYMOUS = env.int("BINDERY_MAX_SESSIONS_ANONYMOUS", default=1)
 # Quotas (apps/quotas/limits.py): the defaults a user (and a member within a team) has
 # without limits of their own; empty = unlimited. CPU per session in cores, session hours
