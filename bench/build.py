@@ -17,7 +17,9 @@ shared machine, run it when nothing else is busy.
     environment, same cache, same base). This is fetch + plan + sandbox + uv venv + uv pip
     install + linking the base's bytecode + compiling the rest + seal + bookkeeping.
   - bare without --compile-bytecode: ``uv venv`` + ``uv pip install -r requirements.txt -r
-    base-requirements.txt`` (the goal: portal <= GOAL times this).
+    base-requirements.txt`` (the goal: portal <= GOAL times this), in a cgroup with the
+    build's limits as the portal's commands are (on a busy machine a cgroup gets one share
+    of the CPU in all, a process outside one a share of its own).
   - bare with --compile-bytecode, for scale: what compiling everything costs.
   - reuse: the portal building a second commit that changes only a notebook.
   - launches: ``jupyter-server`` started from the environment just built until it accepts
@@ -51,6 +53,8 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 
+from apps import cgroups  # noqa: E402
+from apps.builds.backends import disk  # noqa: E402
 from apps.builds.backends.base import BuildRequest  # noqa: E402
 from apps.builds.backends.local import LocalBuilder  # noqa: E402
 from apps.builds.backends.local.interpreters import BASE_REQUIREMENTS_FILE, default_interpreter  # noqa: E402
@@ -78,10 +82,17 @@ def uv(*args: str, offline: bool = True) -> None:
     if offline and args[0] == "pip":
         command.append("--offline")
     done = subprocess.run(
-        command, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir()
-    )
+        command, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir(),
+        preexec_fn=BARE_GROUP.preexec_fn() if BARE_GROUP is not None else None,
+    )  # fmt: skip
     if done.returncode != 0:
         sys.exit(f"{' '.join(command)} failed:\n{done.stderr}")
+
+
+# The portal's build commands run in a cgroup of the build's own (``apps.cgroups``), which
+# on a busy machine gets one share of the CPU as a whole; the bare builds get one alike, so
+# that the two compare (None: outside any, as before).
+BARE_GROUP: cgroups.CgroupSet | None = None
 
 
 def bare(target: Path, requirements: Path, *, compile_bytecode: bool = True) -> float:
@@ -248,8 +259,17 @@ def main() -> None:
         print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         print("Warming the uv cache (may reach PyPI)...", flush=True)
         warm(work, requirements)
+        global BARE_GROUP
+        memory = disk.parse_size(str(getattr(settings, "BINDERY_BUILD_MEMORY", "4G")))
+        limits = cgroups.Limits(
+            memory, int(getattr(settings, "BINDERY_BUILD_MAX_PROCESSES", 512)),
+            float(getattr(settings, "BINDERY_BUILD_CPU", 0)) or None,
+        )  # fmt: skip
+        BARE_GROUP = cgroups.create("bench-bare", limits, parent="bindery-bench")
         times, steps, (first, base) = measure(work, builds, requirements, rounds)
     finally:
+        if BARE_GROUP is not None:
+            BARE_GROUP.release()
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(builds, ignore_errors=True)
 

@@ -478,6 +478,13 @@ BINDERY_BUILD_DIR = _path("BINDERY_BUILD_DIR", VAR_DIR / "build")
 BINDERY_ENVS_DIR = _path("BINDERY_ENVS_DIR", BINDERY_BUILD_DIR / "envs")
 BINDERY_CHECKOUTS_DIR = _path("BINDERY_CHECKOUTS_DIR", VAR_DIR / "checkouts")
 BINDERY_UV_CACHE_DIR = _path("BINDERY_UV_CACHE_DIR", BINDERY_BUILD_DIR / "uv-cache")
+# The Jupyter base set, installed and byte-compiled once per (Python, base set) and shared
+# read-only by environments (builds/backends/local/shared_base.py): a build compiles only
+# the repository's own packages. Remade after BINDERY_SHARED_BASE_DAYS (unpinned releases
+# drift on the index). BINDERY_BASES_DIR must stay on the uv cache's filesystem.
+BINDERY_SHARED_BASE = env.bool("BINDERY_SHARED_BASE", default=True)
+BINDERY_SHARED_BASE_DAYS = env.float("BINDERY_SHARED_BASE_DAYS", default=7.0)
+BINDERY_BASES_DIR = env.str("BINDERY_BASES_DIR", default="")
 # Package index for builds; offline builds use only what the uv cache holds.
 BINDERY_PACKAGE_INDEX = env.str("BINDERY_PACKAGE_INDEX", default="")
 BINDERY_UV_OFFLINE = env.bool("BINDERY_UV_OFFLINE", default=False)

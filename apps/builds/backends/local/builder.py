@@ -75,7 +75,8 @@ _PROGRESS = re.compile(r"\b\d{1,3}% \(\d+/\d+\)")
 # The steps the last line of a build names, with how long each took (job.durations' keys).
 _SUMMARY_STEPS = (
     ("lock_wait", "waiting for another build"), ("fetch", "fetching"),
-    ("install", "installing packages"), ("bytecode", "compiling bytecode"),
+    ("install", "installing packages"),
+    ("base", "preparing the shared Jupyter packages"), ("bytecode", "compiling bytecode"),
     ("postbuild", "postBuild"),
 )  # fmt: skip
 

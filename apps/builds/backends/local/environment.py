@@ -1,12 +1,15 @@
-"""Making one environment: ``uv venv``, one ``uv pip install --compile-bytecode``,
-postBuild, the seal and the ready record.
+"""Making one environment: ``uv venv``, one ``uv pip install``, its bytecode, postBuild,
+the seal and the ready record.
 
 The install is one ``uv pip install`` of the repository's requirements plus the base
 packages it does not name itself (``interpreters``) and environment.yml's conda packages
 that the package index has under the same name. Sandboxed (``steps``), it is first tried
 with wheels only, as the cache's owner, hardlinked from the shared cache; when something
 must be built from source, the environment is made again and installed as the build's own
-uid from the build's farm of the cache; either way its bytecode is compiled as that uid.
+uid from the build's farm of the cache (with ``--compile-bytecode``). Otherwise, before
+the build's uid gets the environment, the bytecode of the files it shares with the shared
+base of its Python (``shared_base``: the Jupyter packages, compiled once) is linked in, and
+``compileall`` compiles the rest as the build's uid (as root without a sandbox).
 Then postBuild runs in the checkout with the environment active (``postbuild``), the
 environment and the checkout are sealed, what postBuild wrote is recorded (``overlay``),
 and the ready record is written last: an environment with a record is ready.
@@ -35,14 +38,17 @@ from django.conf import settings
 from apps import cgroups, sandbox
 from apps.builds.backends import disk, progress, sandboxing, store
 from apps.builds.backends.config import BuildPlan
+from apps.builds.backends.local import bytecode, ownership, shared_base
 from apps.builds.backends.local.interpreters import Interpreter
 from apps.builds.backends.local.network import Isolation
 from apps.builds.backends.local.overlay import record_overlay, signatures
 from apps.builds.backends.local.postbuild import run_postbuild
-from apps.builds.backends.local.runner import Job, meaningful_line
+from apps.builds.backends.local.runner import Job
 from apps.builds.backends.local.steps import Steps, make_steps, sandbox_mode
 from apps.builds.backends.local.uv_tool import TRANSIENT, fail, index_args, uv_binary
 
+# What is left to compile after the shared base's bytecode was linked (``_share_base``).
+COMPILE_LIST = ".bindery/compile.list"
 BUILDER_VERSION = "2"  # 2: sandboxed as unprivileged uids, sealed environments
 # Removed after install unless the repository names them (see the module docstring).
 DROPPED_PACKAGES = ("rfc3987-syntax",)
@@ -91,11 +97,12 @@ def build_environment(
                 job.say(f"Base package {line}: the repository's own requirement is used")
         if slot is not None:
             with job.timed("sandbox"):
-                sandboxing.own_cache(cache, store.envs_dir())
+                ownership.own_cache(cache, store.envs_dir())
                 sandboxing.give_checkout(checkout, slot.uid)
         skipped: list[str] = []
         conda: list[str] = []
         built_from_source = False
+        shared, linked = "", 0
         _venv(steps, env, trusted=True)
         if plan.conda_packages:
             with job.timed("conda_check"):
@@ -121,14 +128,18 @@ def build_environment(
                         str(env / ".bindery" / "requirements.in")], "INSTALL_FAILED",
                         trusted=False, variables={"UV_CACHE_DIR": str(farm),
                         "UV_LINK_MODE": "copy"}, env=env)  # fmt: skip
-                else:
-                    sandboxing.hand_over(env, slot.uid)
             else:
                 _write_requirements(env, wanted)
                 _uv(job, steps, ["pip", "install", "--python", str(env / "bin" / "python"),
-                                 "--compile-bytecode", *index_args(), "-r",
+                                 *index_args(), "-r",
                                  str(env / ".bindery" / "requirements.in")],
                     "INSTALL_FAILED", trusted=True, env=env)  # fmt: skip
+        if not built_from_source:
+            # before the build's uid gets the environment: nothing untrusted has run in it
+            shared, linked = _share_base(steps, env, base_set[1])
+            if slot is not None:
+                ownership.hand_over(env, slot.uid)
+        with job.timed("install"):
             present = dict(sandboxing.packages(env))
             drop = [
                 name for name in DROPPED_PACKAGES
@@ -140,9 +151,9 @@ def build_environment(
                 _uv(job, steps, ["pip", "uninstall", "--python",
                                  str(env / "bin" / "python"), *drop], "INSTALL_FAILED",
                     trusted=False, variables={"UV_NO_CACHE": "1"}, env=env)  # fmt: skip
-        if slot is not None and not built_from_source:
+        if not built_from_source:
             with job.timed("bytecode"):
-                _compile(job, steps, env, interpreter)
+                _compile(job, steps, env)
         _quiet_jupyterlab(env)
         overlay: list[dict[str, str]] = []
         postbuild_sandbox = ""
@@ -175,6 +186,8 @@ def build_environment(
         "uv_link_mode": "copy" if built_from_source else steps.variables.get(
             "UV_LINK_MODE", "hardlink"),
         "built_from_source": built_from_source,
+        "shared_base": shared,
+        "bytecode_linked": linked,
         "network": "isolated" if isolation is not None else "shared",
         "created": datetime.now(UTC).isoformat(),
         "built_from": f"{job.request.repo.repo_url}@{job.request.repo.resolved_ref}",
@@ -247,22 +260,38 @@ def _install_wheels(job: Job, steps: Steps, env: Path, wanted: str) -> bool:
     return False
 
 
-def _compile(job: Job, steps: Steps, env: Path, interpreter: Interpreter) -> None:
-    """Byte-compile the environment's packages as the build's uid (compiling runs the
-    environment's interpreter, and so any ``.pth`` file a wheel shipped)."""
+def _share_base(steps: Steps, env: Path, lines: Sequence[str]) -> tuple[str, int]:
+    """(the shared base's name, how many pycs were linked from it): the base's bytecode for
+    the files ``env`` shares with it (``shared_base``), the base made first if need be, and
+    the list of what is left to compile (COMPILE_LIST); ("", 0) when there is none to
+    share. Run as root before untrusted code runs in ``env``."""
+    job = steps.job
+    if not shared_base.wanted(steps, env):
+        return "", 0
+    base = shared_base.ensure_base(steps, lines, lambda path: _places(steps, path))
+    if base is None:
+        return "", 0
+    with job.timed("link"):
+        linked = shared_base.link_bytecode(env, base, steps.interpreter)
+        if linked.unlinked is not None:
+            sandbox.write_nofollow(env, COMPILE_LIST, "\0".join(linked.unlinked).encode())
+    if linked.count:
+        job.say(f"Bytecode of the Jupyter packages shared with other environments: "
+                f"{linked.count:,} files")  # fmt: skip
+    return base.name, linked.count
+
+
+def _compile(job: Job, steps: Steps, env: Path) -> None:
+    """Byte-compile the environment's packages that have no valid pyc yet (``bytecode``) as
+    the build's uid (compiling runs the environment's interpreter, and so any ``.pth`` file
+    a wheel shipped)."""
     sites = [str(p) for p in sorted(env.glob("lib/python*/site-packages"))]
-    if not sites:
-        return
-    # Not -q: compileall names each file it compiles, which progress.CompileOutput counts
-    # (unbuffered: the workers' lines then arrive whole and as they come).
-    argv = [str(env / "bin" / "python"), "-u", "-m", "compileall", "-j", "0", *sites]
-    reader = progress.CompileOutput(_places(steps, env, *((site, "") for site in sites)))
-    status, tail = steps.run(argv, trusted=False, chdir=env, output=reader)
-    if status != 0:
-        job.warn(
-            "Byte-compiling some packages failed; they are compiled when imported "
-            f"({meaningful_line(tail)[:200]})."
-        )
+    places = _places(steps, env, *((site, "") for site in sites))
+    only = env / COMPILE_LIST
+    # written by root before the build's uid had the environment; only the build's own
+    # compile step reads it
+    listed = only.is_file() and not only.is_symlink()
+    bytecode.compile_environment(job, steps, env, sites, places, only if listed else None)
 
 
 def _check_conda(
@@ -334,6 +363,7 @@ def _places(steps: Steps, env: Path, *relative: tuple[str | Path, str]) -> progr
             (cache, "<uv cache>"),
             (cache.parent / sandboxing.FARMS, "<uv cache>"),
             (store.envs_dir(), "<environments>"),
+            (shared_base.bases_dir(), "<shared Jupyter packages>"),
             (store.checkouts_dir(), "<checkouts>"),
             (str(getattr(settings, "BINDERY_BUILD_DIR", "")), "<build directory>"),
             (str(settings.VAR_DIR), "<portal data>"),
