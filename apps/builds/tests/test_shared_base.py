@@ -311,8 +311,11 @@ def test_without_the_sandbox_builds_link_the_base_too(
         unique("unsandboxed"), {"requirements.txt": "toolz==1.0.0\n# no sandbox\n"}
     )
     result, log = build(resolved(git_host, repo), base=None)
-    assert SHARED in log.text and "base" not in result.durations
+    # a base of its own: one made without the sandbox (root-run builds could write it) is
+    # never the sandboxed builds' (the sandbox mode is part of the base's name)
+    assert SHARED in log.text and "base" in result.durations
     env, base = Path(result.environment_path), base_of(result)
+    assert base != base_of(first_build[0])
     assert pyc(site(env) / SERVERAPP).stat().st_ino == pyc(site(base) / SERVERAPP).stat().st_ino
     toolz = site(env) / "toolz/__init__.py"
     assert pyc(toolz).is_file() and pyc(toolz).stat().st_nlink == 1

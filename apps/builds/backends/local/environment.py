@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -290,7 +291,10 @@ def _compile(job: Job, steps: Steps, env: Path) -> None:
     only = env / COMPILE_LIST
     # written by root before the build's uid had the environment; only the build's own
     # compile step reads it
-    listed = only.is_file() and not only.is_symlink()
+    try:  # not following what the build's uid may have put at .bindery since
+        listed = stat.S_ISREG(sandbox.lstat_nofollow(env, COMPILE_LIST).st_mode)
+    except OSError:
+        listed = False
     bytecode.compile_environment(job, steps, env, sites, places, only if listed else None)
 
 

@@ -61,7 +61,7 @@ from django.conf import settings
 from apps import sandbox
 from apps.builds.backends import progress, sandboxing, store
 from apps.builds.backends.local.interpreters import Interpreter
-from apps.builds.backends.local.steps import Steps
+from apps.builds.backends.local.steps import Steps, sandbox_mode
 from apps.builds.backends.local.uv_tool import index_args, uv_binary
 
 BASES = ".bindery-bases"
@@ -77,9 +77,13 @@ def bases_dir() -> Path:
 
 
 def base_name(interpreter: Interpreter, lines: Sequence[str]) -> str:
-    """``<version>-<digest>``: one base per interpreter version, base set and index."""
+    """``<version>-<digest>``: one base per interpreter version, base set, index and sandbox
+    mode (a base made without the sandbox was writable by root-run builds: never served once
+    the sandbox is on)."""
     digest = hashlib.sha256(
-        "\n".join([BASE_VERSION, interpreter.path, *index_args(), "", *lines]).encode()
+        "\n".join(
+            [BASE_VERSION, interpreter.path, sandbox_mode(), *index_args(), "", *lines]
+        ).encode()
     ).hexdigest()[:16]
     return f"{interpreter.version}-{digest}"
 
@@ -238,7 +242,9 @@ def _index(base: Path, tag: str) -> dict[str, int]:
     """``{source path in the base: its inode}`` for every source file of the base's
     site-packages with a pyc fit to share: regular, root's or the cache owner's, writable by
     nobody else. Taken once, when the base is made (sealed: nothing changes it after)."""
-    owners = {0, sandboxing.ids().cache}
+    # sandboxed, every pyc of a base is compiled as the cache's owner: a root-owned one was
+    # chowned by the seal from someone else, and is not fit to share
+    owners = {sandboxing.ids().cache} if sandbox_mode() == "bwrap" else {0}
     index: dict[str, int] = {}
 
     def visit(fd: int, rel: str, depth: int) -> None:
