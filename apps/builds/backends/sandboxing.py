@@ -94,15 +94,15 @@ def own_cache(cache: Path, envs: Path) -> None:
     find the keys of other environments."""
     envs.mkdir(parents=True, exist_ok=True)
     os.chmod(envs, 0o711)  # noqa: S103 - traversal only
-    _traversable(envs.parent)
-    _traversable(cache.parent)
+    traversable(envs.parent)
+    traversable(cache.parent)
     cache.mkdir(parents=True, exist_ok=True)
     owner = ids().cache
     os.chmod(cache.parent, 0o755)  # noqa: S103 - traversed by sandboxes
     sandbox.chown_tree(cache, owner, owner, only_from=0)
 
 
-def _traversable(directory: Path) -> None:
+def traversable(directory: Path) -> None:
     """Sandboxes reach environments and the cache through their parents inside the build
     directory (bound whole): give those directories the search bit (never read or write)."""
     top = Path(settings.BINDERY_BUILD_DIR).resolve()

@@ -29,8 +29,6 @@ import stat
 import threading
 from pathlib import Path
 
-from django.conf import settings
-
 from apps import sandbox
 from apps.builds.backends import sandboxing
 
@@ -58,16 +56,8 @@ def _own_envs(cache: Path, envs: Path) -> None:
     directory, and the cache's, can be searched."""
     envs.mkdir(parents=True, exist_ok=True)
     os.chmod(envs, 0o711)  # noqa: S103 - traversal only
-    top = Path(settings.BINDERY_BUILD_DIR).resolve()
-    for directory in (envs.parent, cache.parent):
-        current = directory.resolve()
-        while current == top or current.is_relative_to(top):
-            mode = current.stat().st_mode
-            if mode & 0o011 != 0o011:
-                os.chmod(current, (mode & 0o7777) | 0o011)  # noqa: S103 - search bit only
-            if current == top:
-                break
-            current = current.parent
+    sandboxing.traversable(envs.parent)
+    sandboxing.traversable(cache.parent)
 
 
 def _quick_pass(cache: Path, envs: Path) -> bool:
