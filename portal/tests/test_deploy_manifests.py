@@ -1008,13 +1008,16 @@ def test_processes_run_the_procfile_commands_under_the_image_entrypoint(
         c = container(one(rendered, "Deployment", f"bindery-{name}"), name)
         # args, not command: the image's ENTRYPOINT (tini) stays PID 1 (runhub needs a parent)
         assert "command" not in c, name
-        # every word of the Procfile's command but those naming local paths and ports
+        # every word of the Procfile's command but those naming local paths and ports, and
+        # the worker's pool: threads on one machine, prefork (with its time limits) here
         expected = [
             w
             for w in procfile[name]
-            if "${" not in w and not w.startswith(("--schedule=", "--concurrency="))
+            if "${" not in w and not w.startswith(("--schedule=", "--concurrency=", "--pool="))
         ]
         assert [w for w in expected if w not in c["args"]] == [], name
+        if name == "worker":
+            assert not [w for w in c["args"] if w.startswith("--pool=") and w != "--pool=prefork"]
     web = container(one(rendered, "Deployment", "bindery-web"), "web")
     assert web["args"][-1] == "portal.asgi:application"
     assert web["ports"] == [{"name": "http", "containerPort": 8000}]
