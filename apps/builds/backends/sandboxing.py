@@ -73,16 +73,16 @@ def build_slot(cache: Path) -> Iterator[Slot]:
             raise
         farm = cache.parent / FARMS / str(number)
         try:
-            _remove(farm)
+            remove_tree(farm)
             yield Slot(number, ids().build(number), farm)
         finally:
-            _remove(farm)
+            remove_tree(farm)
             os.close(fd)
         return
     raise OSError(errno.EBUSY, f"all {BUILD_SLOTS} build slots are in use")
 
 
-def _remove(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     if path.exists() or path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)  # never follows a symlink (fd-based)
 
@@ -119,7 +119,7 @@ def traversable(directory: Path) -> None:
 def make_farm(cache: Path, slot: Slot) -> Path:
     """The slot's private copy of the cache: its own directories (writable), the cache's
     files hardlinked (readable, not writable: they are the cache's owner's)."""
-    _remove(slot.farm)
+    remove_tree(slot.farm)
     slot.farm.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(slot.farm.parent, 0o711)  # noqa: S103 - traversal only
     _link_tree(cache, slot.farm)
@@ -164,7 +164,7 @@ def _own_markers(farm: Path, uid: int) -> None:
 
 def new_environment(env: Path, uid: int) -> None:
     """An empty directory for an environment, ``uid``'s (uv makes the venv in it)."""
-    _remove(env)
+    remove_tree(env)
     env.parent.mkdir(parents=True, exist_ok=True)
     os.mkdir(env, 0o755)
     os.chown(env, uid, uid)
@@ -189,11 +189,8 @@ def packages(env: Path) -> list[list[str]]:
     ``/etc/shadow`` is skipped)."""
     found: dict[str, str] = {}
     parser = email.parser.HeaderParser()
-    for python in _listdir(env, ["lib"]):
-        if not python.startswith("python"):
-            continue
-        site = ["lib", python, "site-packages"]
-        for entry in _listdir(env, site):
+    for site in site_packages(env):
+        for entry in list_dir(env, site):
             if not entry.endswith(".dist-info"):
                 continue
             try:
@@ -208,7 +205,16 @@ def packages(env: Path) -> list[list[str]]:
     return [[name, found[name]] for name in sorted(found)]
 
 
-def _listdir(root: Path, parts: list[str]) -> list[str]:
+def site_packages(env: Path) -> list[list[str]]:
+    """The parts (``["lib", "python3.11", "site-packages"]``) of ``env``'s site-packages
+    directories, listed without following a symlink."""
+    return [["lib", python, "site-packages"] for python in list_dir(env, ["lib"])
+            if python.startswith("python")]  # fmt: skip
+
+
+def list_dir(root: Path, parts: list[str]) -> list[str]:
+    """The sorted names in ``root/parts``, reached without following a symlink; [] when it
+    cannot be opened."""
     try:
         fd = sandbox.open_dir(root, parts)
     except OSError:
@@ -223,7 +229,7 @@ def record_overlay(checkout: Path, overlay: Path, paths: list[str]) -> tuple[lis
     """Copy ``paths`` (relative, as git listed them) from the checkout postBuild changed to
     ``overlay`` (root's, outside the sandbox's reach), never following a symlink in the
     checkout. Returns (recorded, refused with the reason)."""
-    _remove(overlay)
+    remove_tree(overlay)
     overlay.mkdir(parents=True)
     os.chmod(overlay, 0o700)
     recorded, refused = [], []

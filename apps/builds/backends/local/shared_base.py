@@ -48,7 +48,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import stat
 import time
 from collections.abc import Callable, Sequence
@@ -167,7 +166,7 @@ def ensure_base(
         if problem:
             job.say(f"The shared Jupyter packages could not be prepared ({problem}); "
                     "this build compiles them itself")  # fmt: skip
-            _remove(base)
+            sandboxing.remove_tree(base)
             failed.write_text(problem + "\n")
             return None
         failed.unlink(missing_ok=True)
@@ -189,7 +188,7 @@ def _make(steps: Steps, base: Path, lines: Sequence[str], places: progress.Place
     if steps.sandboxed:
         sandboxing.new_environment(base, sandboxing.ids().cache)
     else:
-        _remove(base)
+        sandboxing.remove_tree(base)
         base.mkdir(parents=True)
     # quiet (captured): the log says what this is for, and the compile's progress
     status, _ = steps.run(
@@ -221,11 +220,6 @@ def _make(steps: Steps, base: Path, lines: Sequence[str], places: progress.Place
     if steps.sandboxed:
         sandbox.seal_tree(base, keep_owner=sandboxing.ids().cache)
     return ""
-
-
-def _remove(path: Path) -> None:
-    if path.exists() or path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)  # fd-based: never follows a symlink
 
 
 @dataclass
@@ -276,15 +270,13 @@ def _index(base: Path, tag: str) -> dict[str, int]:
                     finally:
                         os.close(inner)
 
-    for python in _listdir(base, ["lib"]):
-        if python.startswith("python"):
-            parts = ["lib", python, "site-packages"]
-            with contextlib.suppress(OSError):
-                fd = sandbox.open_dir(base, parts)
-                try:
-                    visit(fd, "/".join(parts), 0)
-                finally:
-                    os.close(fd)
+    for parts in sandboxing.site_packages(base):
+        with contextlib.suppress(OSError):
+            fd = sandbox.open_dir(base, parts)
+            try:
+                visit(fd, "/".join(parts), 0)
+            finally:
+                os.close(fd)
     return index
 
 
@@ -317,10 +309,7 @@ def link_bytecode(env: Path, base: Path, interpreter: Interpreter) -> Linked:
     if not isinstance(index, dict):
         done.unlinked = None
         return done
-    for python in _listdir(env, ["lib"]):
-        if not python.startswith("python"):
-            continue
-        parts = ["lib", python, "site-packages"]
+    for parts in sandboxing.site_packages(env):
         try:
             device = os.stat(base.joinpath(*parts)).st_dev
             env_fd = sandbox.open_dir(env, parts)
@@ -390,14 +379,3 @@ def _link_one(env_fd: int, name: str, base: str, rel: str, inode: int, device: i
     except OSError:  # FileExistsError: the wheel shipped one, the compile step judges it
         return False
     return True
-
-
-def _listdir(root: Path, parts: list[str]) -> list[str]:
-    try:
-        fd = sandbox.open_dir(root, parts)
-    except OSError:
-        return []
-    try:
-        return sorted(os.listdir(fd))
-    finally:
-        os.close(fd)
