@@ -386,6 +386,14 @@ def wait_for(condition: Any, timeout: float, what: str) -> Any:
         time.sleep(0.1)
 
 
+def hub_user_status(hub: Hub, name: str) -> int:
+    """The hub API's status for ``GET /users/<name>``: 200 while the user exists, 404 once
+    it is gone."""
+    response = requests.get(f"{hub.api_url.rstrip('/')}/users/{name}", timeout=10,
+                            headers={"Authorization": f"token {hub.token}"})  # fmt: skip
+    return response.status_code
+
+
 def bwrap_installed() -> bool:
     return shutil.which("bwrap") is not None
 

@@ -15,7 +15,7 @@ from django.test import Client
 
 from apps.sessions import hot, services
 from apps.sessions.models import Session
-from apps.sessions.tests.conftest import server_processes, wait_for
+from apps.sessions.tests.conftest import hub_user_status, server_processes, wait_for
 from portal.celery import app as celery_app
 
 pytestmark = [pytest.mark.hub, pytest.mark.django_db(transaction=True)]
@@ -44,11 +44,6 @@ def wait_status(session_id: int, status: str, timeout: float = 240) -> Session:
 
     found: Session = wait_for(done, timeout, f"session {session_id} to be {status}")
     return found
-
-
-def hub_user_status(hub: Any, name: str) -> int:
-    return requests.get(f"{hub.api_url.rstrip('/')}/users/{name}", timeout=10,
-                        headers={"Authorization": f"token {hub.token}"}).status_code  # fmt: skip
 
 
 def test_a_visitor_is_handed_a_running_server(portal, git_host, settings):

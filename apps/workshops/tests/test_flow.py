@@ -31,6 +31,7 @@ from apps.sessions.tests.conftest import (
     _start_hub,
     _stop_hub,
     bwrap_installed,
+    hub_user_status,
     server_processes,
     wait_for,
 )
@@ -105,12 +106,6 @@ def server_base(session: Session) -> str:
 def status_with(session: Session, token: str) -> int:
     response = requests.get(f"{server_base(session)}/api/status", allow_redirects=False,
                             headers={"Authorization": f"token {token}"}, timeout=10)  # fmt: skip
-    return response.status_code
-
-
-def hub_user_status(hub: Hub, name: str) -> int:
-    response = requests.get(f"{hub.api_url.rstrip('/')}/users/{name}", timeout=10,
-                            headers={"Authorization": f"token {hub.token}"})  # fmt: skip
     return response.status_code
 
 
