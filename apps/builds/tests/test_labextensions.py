@@ -235,10 +235,13 @@ def test_a_failing_jupyterlab_build_fails_with_its_reason_and_its_debug_log(
         "RuntimeError: npm dependencies failed to install"
     )
     text = log.text
-    assert re.search(r"JupyterLab's debug log jupyterlab-debug-\w+\.log ends", text), text[-3000:]
-    # yarn's own words, which only the debug log held
-    assert "has been blocked because of your configuration settings" in text
-    assert "➤ YN0000: Failed with errors" in text
+    header = re.search(r"JupyterLab's debug log jupyterlab-debug-\w+\.log ends.*\n", text)
+    assert header, text[-3000:]
+    # yarn's own words, which only the debug log held (what yarn says exactly depends on how
+    # far it got offline: blocked downloads here, an earlier step elsewhere)
+    copied = text[header.end() :].splitlines()
+    assert any(line.startswith("➤ YN") for line in copied), text[-3000:]
+    assert not any("YN0013:" in line for line in copied)  # its download progress is left out
 
 
 def test_the_end_of_a_debug_log_is_read_without_following_a_symlink(tmp_path: Path) -> None:
