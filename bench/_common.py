@@ -148,15 +148,13 @@ class Stack:
 
     def _start_celery(self) -> None:
         celery = str(ROOT / ".venv/bin/celery")
+        # beat as the Procfile runs it: a thread of the worker (portal/beat_thread.py)
+        beat = ["--beat-thread", f"--schedule={self.root / 'celerybeat-schedule'}"]
         self.celery.append(self._spawn(
             [celery, "-A", "portal", "worker", f"--concurrency={self.concurrency}",
-             "--without-mingle", "--without-gossip", "--loglevel=WARNING"]
+             "--without-mingle", "--without-gossip", "--loglevel=WARNING",
+             *(beat if self.beat else [])]
         ))  # fmt: skip
-        if self.beat:
-            self.celery.append(self._spawn(
-                [celery, "-A", "portal", "beat", "--loglevel=WARNING",
-                 f"--schedule={self.root / 'celerybeat-schedule'}"]
-            ))  # fmt: skip
 
     def restart_celery(self, **changes: str) -> None:
         """Stop the worker (and beat) after their running tasks, and start them again with

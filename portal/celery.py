@@ -6,6 +6,7 @@ import os
 
 from celery import Celery
 
+from portal.beat_thread import OPTION, BeatThread
 from portal.heartbeat import Heartbeat
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
@@ -14,3 +15,5 @@ app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 app.steps["worker"].add(Heartbeat)
+app.steps["worker"].add(BeatThread)
+app.user_options["worker"].add(OPTION)

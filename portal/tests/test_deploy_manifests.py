@@ -1004,6 +1004,10 @@ def test_processes_run_the_procfile_commands_under_the_image_entrypoint(
     rendered: list[Doc],
 ) -> None:
     procfile = _procfile()
+    # on one machine beat is a thread of the one worker (portal/beat_thread.py); here workers
+    # scale out, so beat is a singleton Deployment of its own and no worker runs it
+    assert "beat" not in procfile and "--beat-thread" in procfile["worker"]
+    procfile["beat"] = ["celery", "-A", "portal", "beat", "--loglevel=INFO"]
     for name in ("web", "worker", "beat", "hub"):
         c = container(one(rendered, "Deployment", f"bindery-{name}"), name)
         # args, not command: the image's ENTRYPOINT (tini) stays PID 1 (runhub needs a parent)
@@ -1013,9 +1017,12 @@ def test_processes_run_the_procfile_commands_under_the_image_entrypoint(
         expected = [
             w
             for w in procfile[name]
-            if "${" not in w and not w.startswith(("--schedule=", "--concurrency=", "--pool="))
+            if "${" not in w
+            and w != "--beat-thread"
+            and not w.startswith(("--schedule=", "--concurrency=", "--pool="))
         ]
         assert [w for w in expected if w not in c["args"]] == [], name
+        assert "--beat-thread" not in c["args"] and "-B" not in c["args"], name
         if name == "worker":
             assert not [w for w in c["args"] if w.startswith("--pool=") and w != "--pool=prefork"]
     web = container(one(rendered, "Deployment", "bindery-web"), "web")
