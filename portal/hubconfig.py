@@ -27,6 +27,8 @@ from typing import Any
 
 from django.conf import settings
 
+from apps.sessions.hubprocs import CONFIG_NAME
+
 PORTAL_SERVICE = "bindery-portal"
 
 # Exactly what the portal does through the hub, and nothing more:
@@ -41,8 +43,6 @@ PORTAL_SCOPES = (
 )
 # Deliberately absent: access:servers (the portal never uses a user's server),
 # admin:server_state, admin:groups, admin:services / list:services, read:hub, proxy, shutdown.
-
-CONFIG_NAME = "jupyterhub_config.py"
 
 
 def split_bind(bind: str) -> tuple[str, int]:

@@ -24,7 +24,7 @@ from django.conf import settings as django_settings
 
 from apps.sessions.contract import signing_key
 from apps.sessions.hub import HubClient
-from apps.sessions.management.commands.runhub import HubDir
+from apps.sessions.hubprocs import HubDir
 from apps.sessions.tests.conftest import (
     Hub,
     _free_port,
@@ -124,7 +124,10 @@ class Supervised:
         proxy, hub, watchdog = self.proxy(), self.hub_process(), self.watchdog()
         assert proxy and proxy.alive() and "configurable-http-proxy" in proxy.cmdline()
         assert hub and hub.alive() and "jupyterhub" in hub.cmdline()
-        assert watchdog and watchdog.alive() and "runhub" in watchdog.cmdline()
+        assert watchdog and watchdog.alive()
+        # the small script, not a fork of runhub's Django process (apps/sessions/hubprocs.py)
+        script = str(BASE_DIR / "apps/sessions/hubprocs.py")
+        assert watchdog.cmdline().split()[1:4] == ["-I", "-S", script]
         return descendants(self.process.pid) | {proxy, hub, watchdog, *servers}
 
 
