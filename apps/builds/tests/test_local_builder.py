@@ -235,7 +235,7 @@ def test_the_build_log_shows_package_progress_and_no_host_path_or_key(jupyter_bu
     assert not [line for line in said if " at: " in line]  # uv's "… environment at: <path>"
 
     # uv's own counts, from its real output: everything resolved is installed, and the one
-    # package dropped afterwards (rfc3987-syntax) is why the environment has one fewer
+    # package left out (rfc3987-syntax, uv's --excludes) is neither resolved nor installed
     def first(what: str) -> tuple[int, int]:
         """(line number, count) of the first line saying ``what`` N … in <duration>."""
         pattern = re.compile(rf"{what} ([\d,]+) \w+ in (\d+ min )?\d+(\.\d)? m?s$")
@@ -246,8 +246,10 @@ def test_the_build_log_shows_package_progress_and_no_host_path_or_key(jupyter_bu
     resolved_at, resolved_count = first("Resolved")
     installed_at, installed_count = first("Installed")
     compiled_at, compiled_count = first("Compiled bytecode:")
-    assert resolved_count == installed_count == len(result.packages) + 1
-    assert "Uninstalled 1 package in" in text and " - rfc3987-syntax==" in text
+    assert resolved_count == installed_count == len(result.packages)
+    said_out = next(i for i, line in enumerate(said) if line.startswith("Leaving out "))
+    assert said[said_out].startswith("Leaving out rfc3987-syntax: ")
+    assert not [line for line in said[said_out + 1 :] if "rfc3987" in line]  # not installed
     # jupyterlab's, jupyterhub's, ipykernel's and theirs: linked from the shared base's
     # (builder/shared_base.py) or compiled here
     shared = re.search(r"shared with other environments: ([\d,]+) files", text)
@@ -413,6 +415,23 @@ def test_pipfile_lock_is_used_over_pipfile(git_host):
     assert dict(result.packages) == {"tabulate": "0.9.0", "toolz": "1.0.0"}
     # toolz is the repository's own (dev) requirement, so the base pin is not added
     assert "Base package toolz==1.0.0: the repository's own requirement is used" in log.text
+
+
+@pytest.mark.parametrize("asks", [False, True], ids=["left-out", "asked-for"])
+def test_rfc3987_syntax_is_left_out_unless_the_repository_asks_for_it(git_host, asks):
+    # jsonschema[format-nongpl] (as jupyter-events asks) depends on it; a repository naming
+    # it itself gets it
+    wanted = "jsonschema[format-nongpl]==4.26.0\n" + ("rfc3987-syntax\n" if asks else "")
+    repo = git_host.create_repo(unique("rfc3987"), {"requirements.txt": wanted})
+    result, log = build(resolved(git_host, repo))
+    packages = dict(result.packages)
+    assert "jsonschema" in packages
+    assert ("rfc3987-syntax" in packages) is asks
+    assert ("Leaving out rfc3987-syntax: " in log.text) is not asks
+    found = run_in_env(
+        result, "import importlib.util as u; print(bool(u.find_spec('rfc3987_syntax')))"
+    )
+    assert found == str(asks)
 
 
 def test_environment_yml_installs_pip_section_and_pypi_conda_packages(git_host):

@@ -14,7 +14,8 @@ Then postBuild runs in the checkout with the environment active (``postbuild``),
 environment and the checkout are sealed, what postBuild wrote is recorded (``overlay``),
 and the ready record is written last: an environment with a record is ready.
 
-``rfc3987-syntax`` is removed from every environment unless the repository asks for it:
+``rfc3987-syntax`` is left out of every environment unless the repository asks for it
+(``uv pip install --excludes``: it is never installed, so no step removes it afterwards):
 jsonschema imports it only to check the "iri" formats and does without it, and its import
 costs about 1.7 s at every server start (FIELD-NOTES).
 """
@@ -51,7 +52,7 @@ from apps.builds.backends.local.uv_tool import TRANSIENT, fail, index_args, uv_b
 # What is left to compile after the shared base's bytecode was linked (``_share_base``).
 COMPILE_LIST = ".bindery/compile.list"
 BUILDER_VERSION = "2"  # 2: sandboxed as unprivileged uids, sealed environments
-# Removed after install unless the repository names them (see the module docstring).
+# Left out of the install unless the repository names them (see the module docstring).
 DROPPED_PACKAGES = ("rfc3987-syntax",)
 # JupyterLab asks every new user whether to fetch news from the internet and checks for
 # updates; neither makes sense in a managed environment. Defaults, not locks: a user can
@@ -116,42 +117,31 @@ def build_environment(
             job.warn(skip_warning)
         requirements = [_absolute(line, checkout) for line in plan.requirements]
         wanted = "\n".join([*requirements, *conda, *base]) + "\n"
+        excluded = [name for name in DROPPED_PACKAGES if name not in plan.requirement_names]
+        if excluded:
+            job.say(f"Leaving out {', '.join(excluded)}: Jupyter works without it, and "
+                    "importing it would slow down every server start")  # fmt: skip
         job.say("Installing packages with uv")
         with job.timed("install"):
             if slot is not None:
-                built_from_source = not _install_wheels(job, steps, env, wanted)
+                built_from_source = not _install_wheels(job, steps, env, wanted, excluded)
                 if built_from_source:
                     farm = sandboxing.make_farm(cache, slot)
                     _venv(steps, env, trusted=False)
-                    _write_requirements(env, wanted)
                     _uv(job, steps, ["pip", "install", "--python", str(env / "bin" /
-                        "python"), "--compile-bytecode", *index_args(), "-r",
-                        str(env / ".bindery" / "requirements.in")], "INSTALL_FAILED",
+                        "python"), "--compile-bytecode", *index_args(),
+                        *_write_requirements(env, wanted, excluded)], "INSTALL_FAILED",
                         trusted=False, variables={"UV_CACHE_DIR": str(farm),
                         "UV_LINK_MODE": "copy"}, env=env)  # fmt: skip
             else:
-                _write_requirements(env, wanted)
                 _uv(job, steps, ["pip", "install", "--python", str(env / "bin" / "python"),
-                                 *index_args(), "-r",
-                                 str(env / ".bindery" / "requirements.in")],
+                                 *index_args(), *_write_requirements(env, wanted, excluded)],
                     "INSTALL_FAILED", trusted=True, env=env)  # fmt: skip
         if not built_from_source:
             # before the build's uid gets the environment: nothing untrusted has run in it
             shared, linked = _share_base(steps, env, base_set[1])
             if slot is not None:
                 ownership.hand_over(env, slot.uid)
-        with job.timed("install"):
-            present = dict(sandboxing.packages(env))
-            drop = [
-                name for name in DROPPED_PACKAGES
-                if name not in plan.requirement_names and name in present
-            ]  # fmt: skip
-            if drop:
-                job.say(f"Removing {', '.join(drop)}: Jupyter works without it, and "
-                        "importing it would slow down every server start")  # fmt: skip
-                _uv(job, steps, ["pip", "uninstall", "--python",
-                                 str(env / "bin" / "python"), *drop], "INSTALL_FAILED",
-                    trusted=False, variables={"UV_NO_CACHE": "1"}, env=env)  # fmt: skip
         if not built_from_source:
             with job.timed("bytecode"):
                 _compile(job, steps, env)
@@ -233,17 +223,27 @@ def _venv(steps: Steps, env: Path, *, trusted: bool) -> None:
             "ENVIRONMENT_FAILED", trusted=trusted, env=env)  # fmt: skip
 
 
-def _write_requirements(env: Path, wanted: str) -> None:
+def _write_requirements(env: Path, wanted: str, excluded: Sequence[str]) -> list[str]:
+    """Write what to install, and what to leave out, into ``env/.bindery``; return uv's
+    arguments naming them."""
     sandbox.write_nofollow(env, ".bindery/requirements.in", wanted.encode())
+    args = ["-r", str(env / ".bindery" / "requirements.in")]
+    if excluded:
+        sandbox.write_nofollow(
+            env, ".bindery/excludes.txt", "".join(f"{n}\n" for n in excluded).encode()
+        )
+        args += ["--excludes", str(env / ".bindery" / "excludes.txt")]
+    return args
 
 
-def _install_wheels(job: Job, steps: Steps, env: Path, wanted: str) -> bool:
+def _install_wheels(
+    job: Job, steps: Steps, env: Path, wanted: str, excluded: Sequence[str]
+) -> bool:
     """The trusted install: wheels only (``--no-build``: nothing from a package runs),
     as the cache's owner, hardlinked from the shared cache. False when something must
     be built from source (the caller then builds as the build's uid)."""
-    _write_requirements(env, wanted)
     args = ["pip", "install", "--python", str(env / "bin" / "python"), "--no-build",
-            *index_args(), "-r", str(env / ".bindery" / "requirements.in")]  # fmt: skip
+            *index_args(), *_write_requirements(env, wanted, excluded)]  # fmt: skip
     # uv's error, when it fails, is held back: the install from source says it again if
     # it is still one, and a transient one becomes the build's error
     reader = progress.UvOutput(_places(steps, env), hold_errors=True)
