@@ -251,11 +251,15 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
 # Tasks at once in a worker started without --concurrency (the Procfile's: one process, tasks
-# in threads). They mostly wait on the hub, git and uv subprocesses, so a thread each costs
-# next to nothing and launches do not queue behind a few slots: 4 per CPU, 16 to 64 (each
-# busy thread holds a database connection).
+# in threads). A launch holds its thread while its server starts (seconds, tens of seconds
+# when a room launches at once), and the rest mostly wait on the hub, git and uv (builds are
+# bounded by BINDERY_BUILDS_AT_ONCE): a thread each costs next to nothing, so there are
+# enough that a burst of launches never queues behind busy ones (with 16, the 17th of 20 at
+# once waited ~20 s to start). 4 per CPU, 64 to 256; each busy thread holds a database
+# connection (PostgreSQL's max_connections is 100 by default).
 CELERY_WORKER_CONCURRENCY = int(
-    env.str("BINDERY_WORKER_CONCURRENCY", default="") or min(64, max(16, 4 * (os.cpu_count() or 1)))
+    env.str("BINDERY_WORKER_CONCURRENCY", default="")
+    or min(256, max(64, 4 * (os.cpu_count() or 1)))
 )
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
