@@ -575,6 +575,11 @@ BINDERY_MAX_BUILDS_PER_USER = env.int("BINDERY_MAX_BUILDS_PER_USER", default=2)
 BINDERY_BUILDS_AT_ONCE = int(
     env.str("BINDERY_BUILDS_AT_ONCE", default="") or max(2, os.cpu_count() or 1)
 )
+# Session servers the local hub starts at once, from the working copy to the port open (the
+# single-user server's imports are ~2 s of a core each); the others wait their turn, first
+# come first served, and are told so. Default: twice the cores, at least 2. 0: no bound.
+_starts = env.str("BINDERY_SERVER_STARTS_AT_ONCE", default="")
+BINDERY_SERVER_STARTS_AT_ONCE = int(_starts) if _starts else max(2, 2 * (os.cpu_count() or 1))
 BINDERY_MAX_SESSIONS_ANONYMOUS = env.int("BINDERY_MAX_SESSIONS_ANONYMOUS", default=1)
 # Quotas (apps/quotas/limits.py): the defaults a user (and a member within a team) has
 # without limits of their own; empty = unlimited. CPU per session in cores, session hours

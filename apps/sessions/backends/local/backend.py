@@ -56,6 +56,8 @@ class LocalSessions:
                 "network": getattr(settings, "BINDERY_SESSION_NETWORK", "auto"),
                 # apps.sandbox: servers run as their user's uid, seeing only what they need
                 "uid_base": settings.BINDERY_SANDBOX_UID_BASE,
+                # server starts at once (CPU-bound); the rest wait their turn
+                "starts_at_once": settings.BINDERY_SERVER_STARTS_AT_ONCE,
                 "cgroup_parent": self.cgroup_parent(),
                 # Sessions' network policy (apps.netns.prohibit_host_networks): blocked
                 # ranges, the database's and Redis's hosts resolved now, what the operator

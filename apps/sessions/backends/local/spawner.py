@@ -54,6 +54,45 @@ from apps.sessions.contract import InvalidLaunchOptions, verify_user_options
 # launch with it.
 _NAMESPACE_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bindery-netns")
 
+
+class StartSlots:
+    """At most ``limit`` servers starting at once (``BinderySpawner.starts_at_once``), the
+    others waiting their turn, first come first served: a server start is CPU (the
+    single-user server's imports, ~2 s of a core), and twenty started together on two cores
+    each take as long as all twenty (~35 s), where a few at a time are each up in seconds
+    and the last no later. One per hub (its event loop), made on first use."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.waiting = 0
+        self._slots = asyncio.Semaphore(limit)
+
+    def busy(self) -> bool:
+        return self._slots.locked()
+
+    async def take(self) -> None:
+        self.waiting += 1
+        try:
+            await self._slots.acquire()  # FIFO; a cancelled wait takes no slot
+        finally:
+            self.waiting -= 1
+
+    def give_back(self) -> None:
+        self._slots.release()
+
+
+_START_SLOTS: dict[int, StartSlots] = {}
+
+
+def start_slots(limit: int) -> StartSlots | None:
+    """The hub's slots for ``limit`` starts at once; None when ``limit`` is 0 (no bound)."""
+    if limit <= 0:
+        return None
+    if limit not in _START_SLOTS:
+        _START_SLOTS[limit] = StartSlots(limit)
+    return _START_SLOTS[limit]
+
+
 MOUNT_ROOT = contract.MOUNT_ROOT
 BINDER_ENV = contract.BINDER_ENV
 SYSTEM_PATH = netns.SYSTEM_PATH
@@ -220,6 +259,12 @@ class BinderySpawner(LocalProcessSpawner):
     cgroup_root = Unicode("/sys/fs/cgroup", config=True)
     cgroup_parent = Unicode("bindery", config=True, help="Per-server cgroups go under this.")
     readiness_interval = Float(0.1, config=True, help="Seconds between port checks in start().")
+    starts_at_once = Integer(
+        0,
+        config=True,
+        help="Servers starting at once, from their working copy to their port open (StartSlots);"
+        " the others wait their turn. 0: no bound.",
+    )
     network = CaselessStrEnum(
         ["auto", "isolated", "shared"],
         default_value="auto",
@@ -625,7 +670,18 @@ class BinderySpawner(LocalProcessSpawner):
         self._output.clear()
         started = time.monotonic()
         fds = _Pipes()
+        slots, holding = start_slots(self.starts_at_once), False
         try:
+            if slots is not None:
+                if slots.busy():
+                    ahead = f" ({slots.waiting} waiting before yours)" if slots.waiting else ""
+                    self._event(
+                        5,
+                        f"Other servers are starting on this machine{ahead}: yours starts "
+                        "as soon as one of them is up",
+                    )
+                await slots.take()
+                holding = True
             self._event(10, "Preparing your copy of the repository")
             bwrap = self._use_sandbox()
             tools, shared_because = self._network_plan(bwrap is not None)
@@ -673,6 +729,8 @@ class BinderySpawner(LocalProcessSpawner):
             raise
         finally:
             fds.close_all()
+            if holding and slots is not None:
+                slots.give_back()  # up, or failed: the next one in line starts
         self.server_pid = _main_process(self.pid)
         self.log.info("%s is listening after %.2fs", self._log_name, time.monotonic() - started)
         self._event(90, "The server is up; connecting to it")
