@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -351,3 +352,21 @@ def test_listening_sockets_are_found_in_a_processs_namespace() -> None:
     with tcp_listener(socket.AF_INET, "127.0.0.1") as port:
         assert listening_in_namespace(os.getpid(), port)
     assert not listening_in_namespace(os.getpid(), port)
+
+
+@requires_isolation
+def test_a_port_taken_before_pasta_binds_it_is_traded_for_another() -> None:
+    """Servers starting at once: the port picked for one (free then) is taken by the time its
+    pasta binds it. The spawner picks another; a real pasta on a really taken port."""
+    tools, _ = BinderySpawner()._network_plan(sandboxed=True)
+    spawner = BinderySpawner(ip="127.0.0.1")
+    spawner.hub = SimpleNamespace(api_url="http://127.0.0.1:8081/hub/api")
+    spawner.user = SimpleNamespace(name="port-taker")
+    with tcp_listener(socket.AF_INET, "127.0.0.1") as taken:
+        spawner.port = taken
+        namespace = spawner._create_namespace(tools)
+        try:
+            assert spawner.port != taken  # another one, which its pasta holds
+            assert namespace.pasta.process.poll() is None
+        finally:
+            namespace.close()

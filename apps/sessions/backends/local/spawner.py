@@ -55,6 +55,11 @@ from apps.sessions.contract import InvalidLaunchOptions, verify_user_options
 _NAMESPACE_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bindery-netns")
 
 
+# pasta's words when the server's port was taken between picking and binding it
+_PORT_TAKEN = "Failed to bind any port"
+_PORT_ATTEMPTS = 3
+
+
 class StartSlots:
     """At most ``limit`` servers starting at once (``BinderySpawner.starts_at_once``), the
     others waiting their turn, first come first served: a server start is CPU (the
@@ -764,18 +769,29 @@ class BinderySpawner(LocalProcessSpawner):
         api = urlsplit(self.hub.api_url)
         hub_port = api.port or (443 if api.scheme == "https" else 80)
         ip = self.ip or ""
-        # the server's port on the host's loopback only (as a server outside a sandbox binds)
-        forward = str(self.port) if ip in ("", "0.0.0.0", "::") else f"{ip}/{self.port}"  # noqa: S104
-        namespace = netns.Namespace.create(
-            found,
-            bwrap=self.bwrap_command,
-            to_host=(hub_port,),
-            dns_forward=self.dns_forward if resolv is not None else None,
-            blocked=list(self.blocked_networks),
-            allowed=list(self.allowed_networks),
-            inbound=forward,
-            cgroup_procs=[os.path.join(d, "cgroup.procs") for d in self.cgroup_dirs],
-        )
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            # the server's port on the host's loopback only (as a server outside a sandbox
+            # binds)
+            forward = str(self.port) if ip in ("", "0.0.0.0", "::") else f"{ip}/{self.port}"  # noqa: S104
+            try:
+                namespace = netns.Namespace.create(
+                    found,
+                    bwrap=self.bwrap_command,
+                    to_host=(hub_port,),
+                    dns_forward=self.dns_forward if resolv is not None else None,
+                    blocked=list(self.blocked_networks),
+                    allowed=list(self.allowed_networks),
+                    inbound=forward,
+                    cgroup_procs=[os.path.join(d, "cgroup.procs") for d in self.cgroup_dirs],
+                )
+                break
+            except RuntimeError as exc:
+                # the port was free when it was picked (random_port), and something took it
+                # before pasta bound it (several servers starting at once): another port
+                if _PORT_TAKEN not in str(exc) or attempt == _PORT_ATTEMPTS:
+                    raise
+                self.log.warning("%s: port %s was taken; trying another", self._log_name, forward)
+                self.port = int(random_port())
         self.log.info(
             "%s: own network namespace (pasta %d: outbound IPv4 NAT, port %s from the host, hub "
             "port %d to it; %d networks prohibited%s)",
