@@ -76,9 +76,11 @@ class Stack:
     """The portal's processes on free ports, with every directory under ``root``.
 
     The database is SQLite under ``root`` unless ``database_url`` names one; Redis is an
-    embedded server of the stack's own. ``concurrency`` is the worker's; ``beat`` adds
-    Celery beat (the schedule of portal/settings.py). ``extra`` is more environment for
-    every process; :meth:`restart_celery` restarts the worker (and beat) with changes."""
+    embedded server of the stack's own. The worker runs as the Procfile's does (threads pool);
+    ``concurrency`` is its number of threads (0: the settings' CELERY_WORKER_CONCURRENCY);
+    ``beat`` adds Celery beat as a thread of it (the schedule of portal/settings.py).
+    ``extra`` is more environment for every process; :meth:`restart_celery` restarts the
+    worker (and beat) with changes."""
 
     def __init__(
         self,
@@ -86,7 +88,7 @@ class Stack:
         git_host: str,
         *,
         database_url: str = "",
-        concurrency: int = 2,
+        concurrency: int = 0,
         beat: bool = False,
         extra: dict[str, str] | None = None,
     ):
@@ -148,10 +150,12 @@ class Stack:
 
     def _start_celery(self) -> None:
         celery = str(ROOT / ".venv/bin/celery")
-        # beat as the Procfile runs it: a thread of the worker (portal/beat_thread.py)
+        # as the Procfile runs it: one process, tasks in threads (the settings' number unless
+        # ``concurrency`` is given), beat a thread of it (portal/beat_thread.py)
         beat = ["--beat-thread", f"--schedule={self.root / 'celerybeat-schedule'}"]
         self.celery.append(self._spawn(
-            [celery, "-A", "portal", "worker", f"--concurrency={self.concurrency}",
+            [celery, "-A", "portal", "worker", "--pool=threads",
+             *([f"--concurrency={self.concurrency}"] if self.concurrency else []),
              "--without-mingle", "--without-gossip", "--loglevel=WARNING",
              *(beat if self.beat else [])]
         ))  # fmt: skip

@@ -1,13 +1,13 @@
 """Benchmark: many launches at once through the portal, against as many bare servers at once.
 
-Run with ``.venv/bin/python bench/load.py [--launches 20] [--users 7] [--pool prefork]
+Run with ``.venv/bin/python bench/load.py [--launches 20] [--users 7] [--pool threads]
 [--concurrency 4] [--keep]`` from the project root, ideally with nothing else busy (run
 ``bin/warm-test-cache`` first). Everything runs on 127.0.0.1 in a temporary directory: a git
 server with a small repository and the portal's processes (``bench/_common.py``'s ``Stack``:
-embedded Redis, daphne, a Celery worker and ``manage.py runhub``); the worker is prefork with
-``--concurrency`` processes (4 by default, the committed Procfile's), or with ``--pool
-threads`` one process running tasks in threads (``--concurrency`` of them, by default the
-settings' ``CELERY_WORKER_CONCURRENCY``). The limits are raised so that nothing is refused:
+embedded Redis, daphne, a Celery worker and ``manage.py runhub``); the worker is as the
+Procfile's, one process running tasks in threads (``--concurrency`` of them, by default the
+settings' ``CELERY_WORKER_CONCURRENCY``), or with ``--pool prefork`` prefork with
+``--concurrency`` processes (4 by default). The limits are raised so that nothing is refused:
 ``BINDERY_MAX_SESSIONS_PER_USER`` and ``BINDERY_MAX_SESSIONS_PER_PERSON`` = ``--launches``
 (the quota engine's user default and person bound, apps/quotas/limits.py).
 
@@ -78,12 +78,11 @@ class PoolStack(Stack):
         self.pool = pool
 
     def _start_celery(self) -> None:
-        if self.pool != "threads":
+        if self.pool == "threads":
             return super()._start_celery()
-        command = [str(ROOT / ".venv/bin/celery"), "-A", "portal", "worker", "--pool=threads",
-                   "--without-mingle", "--without-gossip", "--loglevel=WARNING"]  # fmt: skip
-        if self.concurrency:
-            command.append(f"--concurrency={self.concurrency}")
+        command = [str(ROOT / ".venv/bin/celery"), "-A", "portal", "worker", f"--pool={self.pool}",
+                   f"--concurrency={self.concurrency or 4}", "--without-mingle",
+                   "--without-gossip", "--loglevel=WARNING"]  # fmt: skip
         self.celery.append(self._spawn(command))
         return None
 
@@ -180,7 +179,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--launches", type=int, default=20)
     parser.add_argument("--users", type=int, default=7)
-    parser.add_argument("--pool", choices=("prefork", "threads"), default="prefork",
+    parser.add_argument("--pool", choices=("prefork", "threads"), default="threads",
                         help="the worker's Celery pool")  # fmt: skip
     parser.add_argument("--concurrency", type=int, default=None,
                         help="the worker's processes or threads (prefork: 4; threads: the "

@@ -4,7 +4,8 @@ Run with ``.venv/bin/python bench/workshop.py [--starts 4,10,30] [--seats 30] [-
 from the project root (run ``bin/warm-test-cache`` first). Everything runs on 127.0.0.1 in a
 temporary directory: a git server with a small repository and the portal's processes
 (``bench/_common.py``'s ``Stack``: embedded Redis, daphne, ``manage.py runhub``, a Celery
-worker with ``--concurrency`` processes — the Procfile's 4 by default — and Celery beat,
+worker as the Procfile runs it — threads, ``--concurrency`` of them, by default the
+settings' — with Celery beat a thread of it,
 whose ``tend-workshops`` round every 15 s fills warm pools). The database is SQLite under
 the temporary directory, or, with ``DATABASE_URL`` set to a PostgreSQL server, a throwaway
 database ``bench_workshop_<pid>`` on it. This process talks to the same database and Redis
@@ -308,7 +309,12 @@ def main() -> None:
         default="4,10,30",
         help="BINDERY_WORKSHOP_WARM_STARTS values to try for the pool",
     )
-    parser.add_argument("--concurrency", type=int, default=4, help="Celery worker processes")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        help="Celery worker threads (0: the settings' CELERY_WORKER_CONCURRENCY)",
+    )
     parser.add_argument(
         "--via",
         choices=("api", "service"),
