@@ -580,6 +580,11 @@ BINDERY_BUILDS_AT_ONCE = int(
 # come first served, and are told so. Default: twice the cores, at least 2. 0: no bound.
 _starts = env.str("BINDERY_SERVER_STARTS_AT_ONCE", default="")
 BINDERY_SERVER_STARTS_AT_ONCE = int(_starts) if _starts else max(2, 2 * (os.cpu_count() or 1))
+# Session servers start through apps/sessions/backends/local/lean_singleuser.py, which keeps
+# the hub's ORM, SQLAlchemy and Alembic out of jupyterhub-singleuser's imports (~0.7 s of a
+# core per start) and falls back to the plain import where a JupyterHub release needs them.
+# False: run the environment's jupyterhub-singleuser as it is.
+BINDERY_SERVER_LEAN_START = env.bool("BINDERY_SERVER_LEAN_START", default=True)
 BINDERY_MAX_SESSIONS_ANONYMOUS = env.int("BINDERY_MAX_SESSIONS_ANONYMOUS", default=1)
 # Quotas (apps/quotas/limits.py): the defaults a user (and a member within a team) has
 # without limits of their own; empty = unlimited. CPU per session in cores, session hours

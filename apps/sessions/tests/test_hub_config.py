@@ -58,6 +58,7 @@ def test_config_follows_settings(settings: Any, tmp_path: Path) -> None:
     assert spawner["sandbox"] == "bwrap"
     assert spawner["uid_base"] == settings.BINDERY_SANDBOX_UID_BASE
     assert spawner["starts_at_once"] == settings.BINDERY_SERVER_STARTS_AT_ONCE >= 2
+    assert spawner["lean_start"] is settings.BINDERY_SERVER_LEAN_START is True
     assert "sandbox_hide" not in spawner  # nothing to hide: a sandbox binds only what it needs
     assert config["Spawner"]["environment"]["JUPYTERHUB_ALLOW_TOKEN_IN_URL"] == "1"
 

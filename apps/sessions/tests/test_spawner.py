@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from apps.sessions.backends.local.options import LaunchOptions
+from apps.sessions.backends.local.spawner import LEAN_HOST
 from apps.sessions.contract import (
     InvalidLaunchOptions,
     sign_user_options,
@@ -387,6 +388,8 @@ def test_without_a_sandbox_volumes_are_linked_in_and_unlinked_at_stop(
     assert events[-1].get("ready"), events
     assert any("no sandbox, shared network" in e.get("message", "") for e in events)
     (pid,) = server_processes("grace", "session-4")
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert LEAN_HOST.encode() in cmdline  # no sandbox to show it in: the portal's own file
     assert os.readlink(f"/proc/{pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt")
     # without a sandbox the server shares the host's network, and both logs say so loudly
     assert os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net")

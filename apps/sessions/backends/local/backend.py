@@ -58,6 +58,7 @@ class LocalSessions:
                 "uid_base": settings.BINDERY_SANDBOX_UID_BASE,
                 # server starts at once (CPU-bound); the rest wait their turn
                 "starts_at_once": settings.BINDERY_SERVER_STARTS_AT_ONCE,
+                "lean_start": settings.BINDERY_SERVER_LEAN_START,
                 "cgroup_parent": self.cgroup_parent(),
                 # Sessions' network policy (apps.netns.prohibit_host_networks): blocked
                 # ranges, the database's and Redis's hosts resolved now, what the operator

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import posixpath
 import shutil
@@ -40,7 +41,7 @@ from jupyterhub.spawner import LocalProcessSpawner
 from jupyterhub.utils import maybe_future, random_port
 from tornado import web
 from traitlets import Any as AnyTrait
-from traitlets import CaselessStrEnum, Float, Integer, List, Unicode, default
+from traitlets import Bool, CaselessStrEnum, Float, Integer, List, Unicode, default
 
 from apps import cgroups, netns
 from apps import sandbox as sbx  # not `sandbox`: the spawner has a trait of that name
@@ -239,6 +240,15 @@ def _apply_signed_options(spawner: BinderySpawner, user_options: Any) -> None:
     spawner.default_url = options.default_url
 
 
+LEAN_HOST = str(Path(__file__).with_name("lean_singleuser.py"))
+LEAN_INSIDE = "/etc/bindery-singleuser.py"  # a file of the sandbox's own read-only /etc
+
+
+@functools.cache
+def _lean_source() -> str:
+    return Path(LEAN_HOST).read_text()
+
+
 class BinderySpawner(LocalProcessSpawner):
     """Runs a session's ``jupyterhub-singleuser`` from the portal-built environment.
 
@@ -264,6 +274,13 @@ class BinderySpawner(LocalProcessSpawner):
     cgroup_root = Unicode("/sys/fs/cgroup", config=True)
     cgroup_parent = Unicode("bindery", config=True, help="Per-server cgroups go under this.")
     readiness_interval = Float(0.1, config=True, help="Seconds between port checks in start().")
+    lean_start = Bool(
+        True,
+        config=True,
+        help="Start jupyterhub-singleuser through lean_singleuser.py, without the hub's ORM, "
+        "SQLAlchemy, Alembic and handlers (falls back to the plain import by itself where a "
+        "JupyterHub release needs more); False: run the environment's jupyterhub-singleuser.",
+    )
     starts_at_once = Integer(
         0,
         config=True,
@@ -612,11 +629,21 @@ class BinderySpawner(LocalProcessSpawner):
             read_only=tuple(read_only),
             writable=(options.workdir,),
             binds=tuple((host, f"{options.workdir}/{mount}") for host, mount in options.volumes),
-            files=(("/etc/resolv.conf", self._resolv),) if namespace and self._resolv else (),
+            files=(
+                *((("/etc/resolv.conf", self._resolv),) if namespace and self._resolv else ()),
+                *(((LEAN_INSIDE, _lean_source()),) if self.lean_start else ()),
+            ),
             prefix=tuple(namespace.enter) if namespace is not None else (),
             prefix_fds=namespace.pass_fds if namespace is not None else (),
             clear_env=False,  # the hub's curated environment (get_env) goes through
         )  # fmt: skip
+
+    def _server_command(self, env_path: str, *, sandboxed: bool) -> list[str]:
+        """The server's command: the environment's Python running ``lean_singleuser.py``
+        (shown read-only at ``LEAN_INSIDE`` in the sandbox), or its jupyterhub-singleuser."""
+        if not self.lean_start:
+            return [os.path.join(env_path, "bin", "jupyterhub-singleuser")]
+        return [os.path.join(env_path, "bin", "python"), LEAN_INSIDE if sandboxed else LEAN_HOST]
 
     def _create_cgroups(self, options: LaunchOptions) -> str:
         """Create this server's cgroups (``apps.cgroups``: v1 or v2, ``RLIMIT_AS`` where no
@@ -704,7 +731,7 @@ class BinderySpawner(LocalProcessSpawner):
                 self._warn_shared_network(shared_because)
             self.log.info("Starting %s (%s; limits: %s)", self._log_name, sandbox_name, limits)
             self._event(30, f"Starting the server ({sandbox_name}; limits: {limits})")
-            singleuser = os.path.join(options.env_path, "bin", "jupyterhub-singleuser")
+            server = self._server_command(options.env_path, sandboxed=bool(bwrap))
             read_fd, write_fd = fds.pipe()
             child_fds: tuple[int, ...] = ()
             with contextlib.ExitStack() as stack:
@@ -713,7 +740,7 @@ class BinderySpawner(LocalProcessSpawner):
                     spec = self._sandbox_spec(options, self._namespace)
                     prepared = stack.enter_context(sbx.prepared(spec, bwrap=bwrap))
                     command, child_fds = prepared.argv, prepared.pass_fds
-                self.cmd = [*command, *prefix, singleuser]
+                self.cmd = [*command, *prefix, *server]
                 self.popen_kwargs = {
                     "cwd": options.workdir if not bwrap else "/",
                     "stdin": subprocess.DEVNULL,  # SIGINT must not wait on a tty prompt

@@ -1,0 +1,147 @@
+"""The lean start (``lean_singleuser.py``): session servers run ``jupyterhub-singleuser``
+without the hub's ORM, SQLAlchemy and Alembic in their imports, fall back to the plain
+import where a JupyterHub release takes more from those modules, and leave the real modules
+to whatever imports them later.
+
+Real parts: the servers are started by a real hub in a real sandbox (``running_server``),
+and the imports run in the test environment's own Python with the base set installed. What a
+server has imported is read from outside, in ``/proc/<pid>/maps``: SQLAlchemy's compiled
+modules are mapped once it is imported (the control shows they are, with the plain import).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from apps.sessions.backends.local.spawner import LEAN_HOST, LEAN_INSIDE, BinderySpawner
+from apps.sessions.tests.conftest import Running, server_processes
+
+SQLALCHEMY = f"{os.sep}sqlalchemy{os.sep}"
+
+
+def _mapped(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+def _run(env: Path, code: str) -> dict[str, Any]:
+    """Run ``code`` in the environment's Python; it prints one JSON object."""
+    result = subprocess.run(
+        [str(env / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    out: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return out
+
+
+LEAN = f"""
+import json, runpy, sys
+ns = runpy.run_path({LEAN_HOST!r}, run_name="bindery_check")
+stand_ins = ns["STAND_INS"]
+"""
+
+REPORT = """
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("sqlalchemy", "alembic")
+                or m.startswith(("jupyterhub.orm", "jupyterhub.handlers")))
+maps = open("/proc/self/maps").read()
+print(json.dumps({"lean": lean, "loaded": loaded, "main": main.__qualname__,
+                  "mapped": "/sqlalchemy/" in maps}))
+"""
+
+
+def test_a_sandboxed_server_runs_without_sqlalchemy_loaded(running_server: Running) -> None:
+    (pid,) = server_processes("alice", "session-1")
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    at = cmdline.index(LEAN_INSIDE.encode())  # the file the sandbox shows read-only
+    python = os.path.join(running_server.launch.options.env_path, "bin", "python")
+    assert cmdline[at - 1] == python.encode()
+    maps = _mapped(pid)
+    assert f"{os.sep}tornado{os.sep}" in maps  # the server's own compiled modules are there
+    assert SQLALCHEMY not in maps
+
+
+def test_the_plain_import_maps_sqlalchemy_the_control(single_user_env: Path) -> None:
+    got = _run(
+        single_user_env, "import json, sys\nfrom jupyterhub.singleuser import main\nlean = None\n"
+        + REPORT,
+    )  # fmt: skip
+    assert got["mapped"] is True
+    assert "jupyterhub.orm" in got["loaded"] and "sqlalchemy.orm" in got["loaded"]
+
+
+def test_the_lean_import_gives_the_same_main_without_the_hubs_modules(
+    single_user_env: Path,
+) -> None:
+    got = _run(single_user_env, LEAN + 'main, lean = ns["lean_import"]()\n' + REPORT)
+    assert got == {
+        "lean": True,
+        "loaded": [],
+        "main": "ExtensionApp.launch_instance",  # jupyterhub.singleuser.main, as the script's
+        "mapped": False,
+    }
+
+
+def test_what_imports_them_afterwards_gets_the_real_modules(single_user_env: Path) -> None:
+    code = LEAN + (
+        'main, lean = ns["lean_import"]()\n'
+        "import sqlalchemy.exc, jupyterhub.orm, jupyterhub.handlers.pages, jupyterhub.metrics\n"
+        "import jupyterhub.utils\n"
+        "print(json.dumps({'lean': lean, 'version': sqlalchemy.__version__,\n"
+        "  'orm_user': hasattr(jupyterhub.orm, 'User'),\n"
+        "  'handler': jupyterhub.handlers.pages.HealthCheckHandler.__module__,\n"
+        "  'stand_in_left': jupyterhub.utils.SQLAlchemyError is sqlalchemy.exc.SQLAlchemyError}))"
+    )
+    got = _run(single_user_env, code)
+    assert got["lean"] is True
+    assert str(got["version"])[0].isdigit()  # the real SQLAlchemy, not the stand-in
+    assert got["orm_user"] is True
+    assert got["handler"] == "jupyterhub.handlers.pages"
+    # jupyterhub.utils keeps the stand-in it took while importing: only the hub's own
+    # catch_db_error uses it, which a single-user server never runs
+    assert got["stand_in_left"] is False
+
+
+def test_a_release_that_takes_more_from_them_falls_back_to_the_plain_import(
+    single_user_env: Path,
+) -> None:
+    # as if a JupyterHub release imported a name the stand-ins do not hold
+    code = (
+        LEAN
+        + (
+            "stand_ins = tuple((name, {}) if name == 'jupyterhub.handlers.pages' else (name, names)"
+            " for name, names in stand_ins)\n"
+            'main, lean = ns["lean_import"](stand_ins)\n'
+            "import jupyterhub.handlers.pages\n"
+            "real = jupyterhub.handlers.pages.HealthCheckHandler.__module__\n"
+        )
+        + REPORT.replace('"mapped"', '"real": real, "mapped"')
+    )
+    got = _run(single_user_env, code)
+    assert got["lean"] is False
+    assert got["main"] == "ExtensionApp.launch_instance"
+    assert got["real"] == "jupyterhub.handlers.pages"
+    assert "jupyterhub.orm" in got["loaded"] and got["mapped"] is True
+
+
+def test_a_stand_in_names_itself_when_asked_for_more(single_user_env: Path) -> None:
+    code = LEAN + (
+        'module = ns["_stand_in"]("jupyterhub.orm", {})\n'
+        "try:\n    module.User\nexcept AttributeError as exc:\n    message = str(exc)\n"
+        "print(json.dumps({'message': message}))"
+    )
+    got = _run(single_user_env, code)
+    assert got["message"] == (
+        "jupyterhub.orm.User is not loaded in a single-user server (Bindery's lean start)"
+    )
+
+
+def test_the_server_command_follows_the_setting(tmp_path: Path) -> None:
+    spawner = BinderySpawner(lean_start=True)
+    env = str(tmp_path / "env")
+    assert spawner._server_command(env, sandboxed=True) == [f"{env}/bin/python", LEAN_INSIDE]
+    assert spawner._server_command(env, sandboxed=False) == [f"{env}/bin/python", LEAN_HOST]
+    spawner.lean_start = False
+    assert spawner._server_command(env, sandboxed=True) == [f"{env}/bin/jupyterhub-singleuser"]
