@@ -17,8 +17,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from apps.sessions.backends.local.spawner import LEAN_HOST, LEAN_INSIDE, BinderySpawner
-from apps.sessions.tests.conftest import Running, server_processes
+from apps.sessions.tests.conftest import Hub, Running, launch_maker, server_processes
 
 SQLALCHEMY = f"{os.sep}sqlalchemy{os.sep}"
 
@@ -52,15 +54,35 @@ print(json.dumps({"lean": lean, "loaded": loaded, "main": main.__qualname__,
 """
 
 
-def test_a_sandboxed_server_runs_without_sqlalchemy_loaded(running_server: Running) -> None:
-    (pid,) = server_processes("alice", "session-1")
+def test_a_sandboxed_server_runs_without_sqlalchemy_loaded(hub: Hub) -> None:
+    client = hub.client()
+    launch = launch_maker(hub)("lena", "session-1", start_script="")  # no start script
+    client.ensure_user("lena")
+    client.start_server("lena", "session-1", launch.user_options)
+    try:
+        events = list(client.iter_progress("lena", "session-1"))
+        assert events[-1].get("ready"), f"{events}\n{hub.log()[-3000:]}"
+        (pid,) = server_processes("lena", "session-1")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        at = cmdline.index(LEAN_INSIDE.encode())  # the file the sandbox shows read-only
+        assert cmdline[at - 1] == os.path.join(launch.options.env_path, "bin", "python").encode()
+        maps = _mapped(pid)
+        assert f"{os.sep}tornado{os.sep}" in maps  # the server's own compiled modules are there
+        assert SQLALCHEMY not in maps
+        # and it checks the hub's tokens as ever (HubAuth, scopes)
+        token, _ = client.create_server_token("lena", "session-1", expires_in=600)
+        api = f"{hub.public_url}/user/lena/session-1/api/status"
+        assert requests.get(api, headers={"Authorization": f"token {token}"}).status_code == 200
+        assert requests.get(api, headers={"Authorization": "token wrong"}).status_code == 403
+    finally:
+        client.stop_server("lena", "session-1")
+
+
+def test_a_server_with_a_start_script_gets_the_plain_command(running_server: Running) -> None:
+    (pid,) = server_processes("alice", "session-1")  # its launch has binder/start
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    at = cmdline.index(LEAN_INSIDE.encode())  # the file the sandbox shows read-only
-    python = os.path.join(running_server.launch.options.env_path, "bin", "python")
-    assert cmdline[at - 1] == python.encode()
-    maps = _mapped(pid)
-    assert f"{os.sep}tornado{os.sep}" in maps  # the server's own compiled modules are there
-    assert SQLALCHEMY not in maps
+    assert LEAN_INSIDE.encode() not in cmdline
+    assert any(arg.endswith(b"/bin/jupyterhub-singleuser") for arg in cmdline)
 
 
 def test_the_plain_import_maps_sqlalchemy_the_control(single_user_env: Path) -> None:
@@ -143,5 +165,9 @@ def test_the_server_command_follows_the_setting(tmp_path: Path) -> None:
     env = str(tmp_path / "env")
     assert spawner._server_command(env, sandboxed=True) == [f"{env}/bin/python", LEAN_INSIDE]
     assert spawner._server_command(env, sandboxed=False) == [f"{env}/bin/python", LEAN_HOST]
+    # a repository's start script gets what repo2docker's images give it
+    assert spawner._server_command(env, sandboxed=True, start_script="binder/start") == [
+        f"{env}/bin/jupyterhub-singleuser"
+    ]
     spawner.lean_start = False
     assert spawner._server_command(env, sandboxed=True) == [f"{env}/bin/jupyterhub-singleuser"]

@@ -389,7 +389,9 @@ def test_without_a_sandbox_volumes_are_linked_in_and_unlinked_at_stop(
     assert any("no sandbox, shared network" in e.get("message", "") for e in events)
     (pid,) = server_processes("grace", "session-4")
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    assert LEAN_HOST.encode() in cmdline  # no sandbox to show it in: the portal's own file
+    # a start script gets repo2docker's command (a lean start without one: test_lean_start)
+    assert LEAN_HOST.encode() not in cmdline
+    assert any(arg.endswith(b"/bin/jupyterhub-singleuser") for arg in cmdline)
     assert os.readlink(f"/proc/{pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt")
     # without a sandbox the server shares the host's network, and both logs say so loudly
     assert os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net")

@@ -631,17 +631,22 @@ class BinderySpawner(LocalProcessSpawner):
             binds=tuple((host, f"{options.workdir}/{mount}") for host, mount in options.volumes),
             files=(
                 *((("/etc/resolv.conf", self._resolv),) if namespace and self._resolv else ()),
-                *(((LEAN_INSIDE, _lean_source()),) if self.lean_start else ()),
+                *(((LEAN_INSIDE, _lean_source()),) if self.lean_start and not options.start_script
+                  else ()),
             ),
             prefix=tuple(namespace.enter) if namespace is not None else (),
             prefix_fds=namespace.pass_fds if namespace is not None else (),
             clear_env=False,  # the hub's curated environment (get_env) goes through
         )  # fmt: skip
 
-    def _server_command(self, env_path: str, *, sandboxed: bool) -> list[str]:
+    def _server_command(
+        self, env_path: str, *, sandboxed: bool, start_script: str = ""
+    ) -> list[str]:
         """The server's command: the environment's Python running ``lean_singleuser.py``
-        (shown read-only at ``LEAN_INSIDE`` in the sandbox), or its jupyterhub-singleuser."""
-        if not self.lean_start:
+        (shown read-only at ``LEAN_INSIDE`` in the sandbox), or its jupyterhub-singleuser:
+        always where the repository has a start script, which receives the command as its
+        arguments and may look at them (repo2docker's images give it jupyterhub-singleuser)."""
+        if not self.lean_start or start_script:
             return [os.path.join(env_path, "bin", "jupyterhub-singleuser")]
         return [os.path.join(env_path, "bin", "python"), LEAN_INSIDE if sandboxed else LEAN_HOST]
 
@@ -731,7 +736,9 @@ class BinderySpawner(LocalProcessSpawner):
                 self._warn_shared_network(shared_because)
             self.log.info("Starting %s (%s; limits: %s)", self._log_name, sandbox_name, limits)
             self._event(30, f"Starting the server ({sandbox_name}; limits: {limits})")
-            server = self._server_command(options.env_path, sandboxed=bool(bwrap))
+            server = self._server_command(
+                options.env_path, sandboxed=bool(bwrap), start_script=options.start_script
+            )
             read_fd, write_fd = fds.pipe()
             child_fds: tuple[int, ...] = ()
             with contextlib.ExitStack() as stack:
