@@ -203,27 +203,42 @@ def built_environment(
     return env_path, checkout
 
 
-def bare_command(env_path: Path, port: int, token: str) -> list[str]:
+# ``jupyter-server`` as its entry point runs it, but importing JupyterLab without the yarn
+# run, as the portal's lean start does (apps/sessions/backends/local/lean_singleuser.py's
+# LabAppWithoutYarn): the floor for a server start that skips the same run.
+SKIPPING_YARN = (
+    "import runpy, sys; "
+    f"runpy.run_path({str(ROOT / 'apps/sessions/backends/local/lean_singleuser.py')!r}, "
+    "run_name='bindery_bench')['without_yarn_at_import'](); "
+    "sys.argv[0] = 'jupyter-server'; from jupyter_server.serverapp import main; sys.exit(main())"
+)
+
+
+def bare_command(env_path: Path, port: int, token: str, floor: bool = False) -> list[str]:
     """``jupyter-server`` of ``env_path`` on 127.0.0.1:``port`` with ``token``: no hub, no
-    sandbox, no cgroups."""
+    sandbox, no cgroups; with ``floor``, importing JupyterLab without its yarn run
+    (``SKIPPING_YARN``)."""
     server = env_path / "bin" / "jupyter-server"
     head = [str(server)] if server.exists() else [str(env_path / "bin" / "jupyter"), "server"]
+    if floor:
+        head = [str(env_path / "bin" / "python"), "-c", SKIPPING_YARN]
     return [*head, "--no-browser", "--ip", "127.0.0.1", f"--port={port}",
             f"--ServerApp.token={token}", "--allow-root"]  # fmt: skip
 
 
 def start_bare(
-    env_path: Path, cwd: Path, home: Path, log: Path
+    env_path: Path, cwd: Path, home: Path, log: Path, floor: bool = False
 ) -> tuple[subprocess.Popen[bytes], str, str]:
-    """Spawn a bare server in ``cwd`` (``HOME`` = ``home``); returns it, its
-    ``/api/status`` URL and its token. Time it from just before this call."""
+    """Spawn a bare server in ``cwd`` (``HOME`` = ``home``; ``floor``: see
+    ``bare_command``); returns it, its ``/api/status`` URL and its token. Time it from just
+    before this call."""
     port, token = free_port(), os.urandom(16).hex()
     env = {**os.environ, "HOME": str(home), "PATH": f"{env_path / 'bin'}:{os.environ['PATH']}"}
     for name in ("VIRTUAL_ENV", "PYTHONPATH", "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR",
                  "JUPYTER_RUNTIME_DIR", "DJANGO_SETTINGS_MODULE"):  # fmt: skip
         env.pop(name, None)
     with open(log, "ab") as out:
-        process = subprocess.Popen(bare_command(env_path, port, token), cwd=cwd, env=env,
+        process = subprocess.Popen(bare_command(env_path, port, token, floor), cwd=cwd, env=env,
                                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)  # fmt: skip
     return process, f"http://127.0.0.1:{port}/api/status", token

@@ -23,6 +23,8 @@ settings' ``CELERY_WORKER_CONCURRENCY``), or with ``--pool prefork`` prefork wit
    --ServerApp.token=T --allow-root`` of the same environment, in one copy of the checkout,
    each on its own port, spawned at once from threads behind a barrier; each timed from its
    spawn to ``GET /api/status`` with its token answering 200. Killed once all answered.
+   Then the floor burst: the same, importing JupyterLab without its yarn run as the
+   portal's lean start does (``_common.SKIPPING_YARN``).
 Prints p50/max of both and the ratio of the maxima (target: portal max ≤ 1.3 x bare max).
 """
 
@@ -127,7 +129,9 @@ def stop_all(web: str, launches: list[dict[str, Any]]) -> int:
     return len(stuck)
 
 
-def bare_burst(env_path: Path, checkout: Path, root: Path, count: int) -> list[float | None]:
+def bare_burst(
+    env_path: Path, checkout: Path, root: Path, count: int, floor: bool = False
+) -> list[float | None]:
     barrier = threading.Barrier(count)
     times: list[float | None] = [None] * count
     processes: list[Any] = [None] * count
@@ -136,7 +140,7 @@ def bare_burst(env_path: Path, checkout: Path, root: Path, count: int) -> list[f
         barrier.wait()
         started = time.perf_counter()
         process, status_url, token = start_bare(env_path, checkout, root / "bare-home",
-                                                root / "bare.log")  # fmt: skip
+                                                root / "bare.log", floor)  # fmt: skip
         processes[i] = process
         if wait_bare(process, status_url, token, timeout=240):
             times[i] = time.perf_counter() - started
@@ -248,6 +252,12 @@ def main() -> None:
         bare_times = [t for t in bare if t is not None]
         print(f"\nbare burst: {len(bare_times)}/{len(bare)} answered")
         print(summary("bare", bare_times))
+        time.sleep(5)  # as above: the killed servers' exits settle first
+        floor = [t for t in bare_burst(env_path, checkout, root, args.launches, floor=True)
+                 if t is not None]  # fmt: skip
+        print(f"floor burst (bare without JupyterLab's yarn run): {len(floor)}/{len(bare)} "
+              "answered")  # fmt: skip
+        print(summary("floor", floor))
 
         print()
         print(summary("portal", portal_times))
@@ -258,6 +268,11 @@ def main() -> None:
             verdict = "meets" if met else "misses"
             print(f"ratio of maxima (portal / bare): {ratio:.2f}: {verdict} the target "
                   f"(≤ {TARGET_RATIO}, none failed)")  # fmt: skip
+        if portal_times and floor:
+            print(
+                f"  against the floor burst (bare without JupyterLab's yarn run, which the "
+                f"portal's start skips too): {max(portal_times) / max(floor):.2f}"
+            )
             p50s = statistics.median(portal_times) / statistics.median(bare_times)
             print(f"ratio of p50s (portal / bare): {p50s:.2f}")
         for label, load in (("before the portal burst", load_before),

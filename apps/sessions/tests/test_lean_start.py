@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,57 @@ def test_the_server_command_follows_the_setting(tmp_path: Path) -> None:
     ]
     spawner.lean_start = False
     assert spawner._server_command(env, sandboxed=True) == [f"{env}/bin/jupyterhub-singleuser"]
+
+
+# node as the environment finds it on the PATH, noting each run in a file: the real node runs
+NODE_NOTING = """#!/bin/sh
+echo "$@" >> {notes}
+exec {node} "$@"
+"""
+
+YARN = (
+    LEAN
+    + """
+import jupyterlab.commands as commands
+real = commands._yarn_config
+if with_finder:
+    ns["without_yarn_at_import"]()
+import jupyterlab.labapp as labapp
+runs_at_import = open(notes).read().count("config --json") if os.path.exists(notes) else 0
+registry = commands._AppHandler(None).registry  # the extension manager's and builds' lookup
+print(json.dumps({"version": labapp.app_version, "runs_at_import": runs_at_import,
+                  "restored": commands._yarn_config is real,
+                  "runs_after": open(notes).read().count("config --json"),
+                  "registry": registry}))
+"""
+)
+
+
+def test_jupyterlab_is_imported_without_running_yarn_and_yarn_answers_afterwards(
+    single_user_env: Path, tmp_path: Path
+) -> None:
+    node = shutil.which("node")
+    assert node, "node is part of this machine's set (apt nodejs)"
+    (tmp_path / "bin").mkdir()
+    noting = tmp_path / "bin" / "node"
+    got = {}
+    for with_finder in (False, True):
+        notes = tmp_path / f"notes-{with_finder}"
+        noting.write_text(NODE_NOTING.format(notes=notes, node=node))
+        noting.chmod(0o755)
+        code = f"import os\nnotes = {str(notes)!r}\nwith_finder = {with_finder}\n" + YARN
+        result = subprocess.run(
+            [str(single_user_env / "bin" / "python"), "-c", code],
+            capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        got[with_finder] = json.loads(result.stdout.strip().splitlines()[-1])
+    # the control: importing labapp runs `node yarn.js config --json` once
+    assert got[False]["runs_at_import"] == 1
+    # the lean start: not at import, the same version, and the real lookup afterwards
+    assert got[True]["runs_at_import"] == 0
+    assert got[True]["version"] == got[False]["version"]
+    assert got[True]["restored"] is True
+    assert got[True]["runs_after"] == 1
+    assert got[True]["registry"] == got[False]["registry"]
