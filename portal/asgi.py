@@ -7,7 +7,7 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-# the web process: its database connections follow DATABASE_CONN_MAX_AGE_WEB (settings)
+# the web process: its database connections come from a pool (settings: DATABASE_POOL_WEB_SIZE)
 os.environ["BINDERY_ASGI"] = "1"
 django_asgi_app = get_asgi_application()
 
