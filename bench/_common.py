@@ -219,9 +219,12 @@ def bare_command(env_path: Path, port: int, token: str, floor: bool = False) -> 
     sandbox, no cgroups; with ``floor``, importing JupyterLab without its yarn run
     (``SKIPPING_YARN``)."""
     server = env_path / "bin" / "jupyter-server"
-    head = [str(server)] if server.exists() else [str(env_path / "bin" / "jupyter"), "server"]
     if floor:
         head = [str(env_path / "bin" / "python"), "-c", SKIPPING_YARN]
+    elif server.exists():
+        head = [str(server)]
+    else:
+        head = [str(env_path / "bin" / "jupyter"), "server"]
     return [*head, "--no-browser", "--ip", "127.0.0.1", f"--port={port}",
             f"--ServerApp.token={token}", "--allow-root"]  # fmt: skip
 

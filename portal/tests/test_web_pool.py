@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import requests
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
+from jupyterhub.utils import random_port
 
 from apps.accounts.services import create_api_token
 from apps.accounts.tests.factories import UserFactory
@@ -43,12 +43,6 @@ STREAMS = 3  # more than the pool: a stream holds a connection only while it que
 REQUESTS = 24
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _backends(name: str) -> set[int]:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", [name])
@@ -61,7 +55,7 @@ def web(tmp_path: Path) -> Iterator[tuple[str, str]]:
     name = f"bindery-pool-{uuid.uuid4().hex[:8]}"
     db = connection.settings_dict
     url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}?application_name={name}"
-    port = _free_port()
+    port = random_port()  # as the spawner picks its servers' ports
     env = {**os.environ, "DATABASE_URL": url, "DATABASE_POOL_WEB_SIZE": str(POOL),
            "DATABASE_POOL_WEB_TIMEOUT": "20", "REDIS_URL": settings.REDIS_URL,
            "BINDERY_VAR_DIR": str(settings.VAR_DIR), "SECRET_KEY": settings.SECRET_KEY,
